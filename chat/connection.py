@@ -1,0 +1,240 @@
+"""One stream, its reader and writer tasks, and its bounded outbox.
+
+A :class:`Connection` knows the wire format and the link-level timers
+(handshake, keepalive, dead link, stalled writer) but nothing of the node:
+frames it reads go to a callback, bytes to send come in through
+:meth:`Connection.send`. Nobody else writes to the stream.
+
+Back-pressure policy (docs/PROTOCOL.md §7 and the README): ``send`` never
+waits. The outbox holds at most ``OUTBOX_FRAMES`` frames and
+``OUTBOX_BYTES`` bytes; when it is full ``send`` answers False and the
+caller keeps what it could not queue (the node keeps only event keys and
+refills from its history when ``on_drained`` fires). A writer that cannot
+hand its batch to the kernel for ``stall_timeout`` seconds means the remote
+stopped reading: the connection is closed and reported as lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from chat.protocol import Decoder, Error, Frame, Ping, ProtocolError, TextLine, encode
+
+READ_SIZE = 65536  # one large read; lines are split by bytes.find (protocol.py)
+BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
+OUTBOX_FRAMES = 1024
+OUTBOX_BYTES = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Link timers in seconds (§3, §7). Tests shorten them; users never do."""
+
+    handshake: float = 10.0  # first line / answering hello
+    ping_after: float = 15.0  # idle sending -> ping
+    dead_after: float = 45.0  # idle receiving -> lost
+    stall: float = 10.0  # writer blocked this long -> lost
+    grace: float = 2.0  # flushing on close
+
+
+FrameHandler = Callable[["Connection", "list[Frame | TextLine]"], None]
+
+
+class Connection:
+    """A stream with a reader task, a writer task and a bounded outbox."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        remote: tuple[str, int] | None,
+        *,
+        outgoing: bool,
+        timing: Timing = Timing(),
+        max_frames: int = OUTBOX_FRAMES,
+        max_bytes: int = OUTBOX_BYTES,
+    ) -> None:
+        self.stream = stream
+        self.remote = remote  # (ip, port) of the other end, when known
+        self.outgoing = outgoing  # True if this side dialled
+        self.timing = timing
+        self.decoder = Decoder()
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        # Set by the node once the handshake is done; a plain-text client
+        # gets neither pings nor the dead-link rule (it cannot pong).
+        self.established = False
+        self.keepalive = False
+        self.on_drained: Callable[[], None] | None = None
+        self.close_reason = ""  # why it ended: "" while open
+        self.closed = trio.Event()
+        self._outbox_send, self._outbox = trio.open_memory_channel[bytes](max_frames)
+        self._reader_scope = trio.CancelScope()
+        self._writer_scope = trio.CancelScope()
+        self._nonce = 0
+
+    def __repr__(self) -> str:
+        way = "to" if self.outgoing else "from"
+        return f"<Connection {way} {self.remote}>"
+
+    @property
+    def plain_text(self) -> bool:
+        return bool(self.decoder.plain_text)
+
+    @property
+    def open(self) -> bool:
+        return not self.close_reason
+
+    # ---------------------------------------------------------------- sending
+
+    def send(self, data: bytes) -> bool:
+        """Queue ``data`` for the writer without waiting; False if it is full."""
+        if self.queued_bytes + len(data) > self.max_bytes and self.queued_bytes:
+            return False
+        try:
+            self._outbox_send.send_nowait(data)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            return False
+        self.queued_bytes += len(data)
+        return True
+
+    def send_frame(self, frame: Frame) -> bool:
+        return self.send(encode(frame))
+
+    def finish(self, reason: str, final: bytes = b"") -> None:
+        """Stop reading, send ``final`` after what is queued, then close."""
+        if self.close_reason:
+            return
+        self.close_reason = reason
+        if final:
+            # Past the byte bound if need be: a last word is worth 64 KiB.
+            try:
+                self._outbox_send.send_nowait(final)
+                self.queued_bytes += len(final)
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                pass
+        self._outbox_send.close()  # the writer drains what is queued, then ends
+        self._reader_scope.cancel()
+
+    def fail(self, error: ProtocolError) -> None:
+        """Tell the remote what it did wrong, in its own dialect, and close."""
+        if self.plain_text:
+            final = f"*** error: {error.code}: {error.message}\n".encode()
+        else:
+            final = encode(Error(error.code, error.message))
+        self.finish(f"protocol error: {error}", final)
+
+    def abort(self, reason: str) -> None:
+        """Close now, dropping whatever is queued."""
+        self.finish(reason)
+        self._writer_scope.cancel()
+
+    # ---------------------------------------------------------------- running
+
+    async def serve(self, on_frames: FrameHandler) -> None:
+        """Run the reader and the writer until the connection ends.
+
+        Never raises for anything the remote does; ``close_reason`` says why
+        it ended. The stream is closed on return.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop)
+                with self._reader_scope:
+                    await self._read_loop(on_frames)
+                if not self.close_reason:
+                    self.finish("closed")
+                # The writer flushes what is queued, within the grace period.
+                self._writer_scope.deadline = min(
+                    self._writer_scope.deadline, trio.current_time() + self.timing.grace
+                )
+        finally:
+            self._outbox.close()
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+            self.closed.set()
+
+    async def _read_loop(self, on_frames: FrameHandler) -> None:
+        timing = self.timing
+        while True:
+            if not self.established:
+                timeout = timing.handshake
+            elif self.keepalive:
+                timeout = timing.dead_after
+            else:
+                timeout = math.inf
+            try:
+                with trio.move_on_after(timeout):
+                    data = await self.stream.receive_some(READ_SIZE)
+                    break_on_eof = not data
+                    frames = self.decoder.feed(data)
+                    if frames:
+                        on_frames(self, frames)
+                    if self.decoder.error:
+                        self.fail(self.decoder.error)
+                        return
+                    if break_on_eof:
+                        self.finish("closed by remote")
+                        return
+                    continue
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self.finish(f"connection reset ({exc.__class__.__name__})")
+                return
+            # Timed out.
+            if self.established:
+                self.finish(f"nothing received for {timing.dead_after:g} s")
+            elif self.outgoing:
+                self.finish(f"no hello within {timing.handshake:g} s")
+            else:
+                self.fail(
+                    ProtocolError("handshake_timeout", f"no first line within {timing.handshake:g} s")
+                )
+            return
+
+    async def _write_loop(self) -> None:
+        with self._writer_scope:
+            try:
+                await self._drain()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                if not self.close_reason:
+                    self.finish(f"connection reset ({exc.__class__.__name__})")
+                self._reader_scope.cancel()
+
+    async def _drain(self) -> None:
+        outbox = self._outbox
+        timing = self.timing
+        while True:
+            with trio.move_on_after(timing.ping_after) as idle:
+                try:
+                    first = await outbox.receive()
+                except trio.EndOfChannel:
+                    return
+            if idle.cancelled_caught:
+                if not self.keepalive:
+                    continue
+                self._nonce += 1
+                batch = [encode(Ping(self._nonce))]
+            else:
+                batch = [first]
+                size = len(first)
+                # Coalesce: one send_all for everything queued, not one
+                # system call per frame (the cost that dominates a relay).
+                while size < BATCH_BYTES:
+                    try:
+                        data = outbox.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    batch.append(data)
+                    size += len(data)
+                self.queued_bytes -= size
+            with trio.move_on_after(timing.stall) as stall:
+                await self.stream.send_all(b"".join(batch) if len(batch) > 1 else batch[0])
+            if stall.cancelled_caught:
+                self.finish(f"stopped reading for {timing.stall:g} s")
+                self._reader_scope.cancel()
+                return
+            if self.on_drained is not None and self.open and not self.queued_bytes:
+                self.on_drained()

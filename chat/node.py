@@ -1,0 +1,615 @@
+"""The node: one supervisor for the listener, the diallers and every link.
+
+Role-agnostic: a mesh peer and a hub are both a :class:`Node`; what differs
+(peer exchange, logging) is in a :class:`Role` passed in. § refers to
+``docs/PROTOCOL.md``.
+
+Task tree::
+
+    Node.run
+    ├── services nursery        cancelled first on shutdown
+    │   ├── listener            trio.serve_listeners (one task per listener)
+    │   ├── dialler per address back-off, waits while its link is up
+    │   └── gap timer           gives up gaps after 5 s (§5)
+    └── connections nursery     closed last, after a grace period
+        └── per connection      Connection.serve: reader task + writer task
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+import trio
+
+from chat import render
+from chat.connection import Connection, Timing
+from chat.protocol import (
+    PROTO,
+    Error,
+    Event,
+    EventKind,
+    Frame,
+    Hello,
+    Peers,
+    Ping,
+    Pong,
+    ProtocolError,
+    Role,
+    TextLine,
+    join_addr,
+    make_event,
+    name_problem,
+    text_problem,
+)
+from chat.state import Delivery, Entry, History, Membership, Sequencer
+
+log = logging.getLogger("chat")
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+LEARNED_TRIES = 3  # dials of an address learned by peer exchange (§7)
+RECENT_LINES = 50  # chat lines replayed to a plain-text client that joins
+
+
+@dataclass
+class Config:
+    name: str
+    role: Role = "peer"
+    history: int = 1000
+    degree: int = 8
+    timing: Timing = field(default_factory=Timing)
+    hold_back: float = 5.0
+
+
+@dataclass(eq=False)
+class Author:
+    """Someone this node creates events for: itself or a plain-text client."""
+
+    id: str
+    name: str
+    seq: int = 0
+    joined: float = 0.0  # ts of its join: earlier events are history to it
+    left: bool = False
+
+
+@dataclass(eq=False)
+class Link:
+    """One connection as the node sees it, from accept/dial to close."""
+
+    conn: Connection
+    hello: Hello | None = None  # the remote's, once received
+    client: Author | None = None  # set for a plain-text client (§9)
+    active: bool = False  # the one connection to hello.node (§3)
+    left: bool = False  # the remote node sent its leave
+    backlog: deque[tuple[str, int]] = field(default_factory=deque)
+
+    @property
+    def node(self) -> str:
+        return self.hello.node if self.hello else ""
+
+    @property
+    def name(self) -> str:
+        if self.client:
+            return self.client.name
+        if self.hello:
+            return self.hello.name
+        return self.where
+
+    @property
+    def where(self) -> str:
+        remote = self.conn.remote
+        return join_addr(*remote) if remote else "?"
+
+    @property
+    def addr(self) -> str | None:
+        """The remote's dialable address (§3): its IP and its ``listen``."""
+        if self.hello is None or self.hello.listen is None or self.conn.remote is None:
+            return None
+        return join_addr(self.conn.remote[0], self.hello.listen)
+
+    @property
+    def is_peer(self) -> bool:
+        return self.hello is not None and self.hello.role == "peer"
+
+
+class Role:
+    """What a node of a given role does beyond the common core.
+
+    The base class does nothing; :mod:`chat.peer` and :mod:`chat.hub` add
+    peer exchange and the server log.
+    """
+
+    name: Role = "peer"
+
+    def attach(self, node: Node) -> None:
+        self.node = node
+
+    def link_up(self, link: Link) -> None:
+        """A node or a plain-text client completed its handshake."""
+
+    def link_down(self, link: Link, lost: bool) -> None:
+        """An active link ended; ``lost`` if it went without a leave."""
+
+    def on_peers(self, link: Link, frame: Peers) -> None:
+        """A ``peers`` frame arrived (§7)."""
+
+    def on_error(self, link: Link, frame: Error) -> None:
+        log.warning("%s reported an error: %s: %s", link.name, frame.code, frame.message)
+
+    def on_event(self, link: Link | None, event: Event) -> None:
+        """A new event arrived from ``link`` (None: created here)."""
+
+
+Sink = Callable[[Entry], None]
+
+
+class Node:
+    """A trio-chat node: history, flooding, catch-up and the link lifecycle."""
+
+    def __init__(self, config: Config, role: Role | None = None, sink: Sink | None = None) -> None:
+        self.config = config
+        self.role = role or Role()
+        self.sink = sink or (lambda entry: None)
+        self.me = Author(secrets.token_hex(16), config.name)
+        self.sequencer = Sequencer(hold_back=config.hold_back)
+        self.history = History(config.history)
+        self.members = Membership()
+        self.links: dict[str, Link] = {}  # node id -> the active link to it
+        self.sessions: dict[Connection, Link] = {}  # every open connection
+        self.recent: deque[Entry] = deque(maxlen=RECENT_LINES)
+        self.listen_port: int | None = None
+        self.stopping = False
+        self.started = trio.Event()
+        self._stop = trio.Event()
+        self._final_error: ProtocolError | None = None
+        self._gap_changed = trio.Event()
+        self._dialling: set[tuple[str, int]] = set()
+        self._dialling_nodes: set[str] = set()
+        self.role.attach(self)
+
+    @property
+    def id(self) -> str:
+        return self.me.id
+
+    @property
+    def name(self) -> str:
+        return self.me.name
+
+    # ------------------------------------------------------------ supervisor
+
+    async def run(
+        self,
+        listeners: Sequence[trio.SocketListener] = (),
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until :meth:`stop`; then leave and close within the grace period."""
+        for listener in listeners:
+            self.listen_port = listener.socket.getsockname()[1]
+            break
+        async with trio.open_nursery() as conns:
+            self._conns = conns
+            async with trio.open_nursery() as services:
+                self._services = services
+                self.me.joined = time.time()
+                self._originate(self.me, "join")
+                if listeners:
+                    services.start_soon(self._accept, listeners)
+                services.start_soon(self._gap_timer)
+                self.started.set()
+                task_status.started()
+                await self._stop.wait()
+                services.cancel_scope.cancel()
+            await self._close_all()
+            conns.cancel_scope.cancel()
+
+    def stop(self, error: ProtocolError | None = None) -> None:
+        """Leave the group: ``leave`` on every link, flush, close (§4).
+
+        With ``error`` (a hub's ``shutting_down``) that frame is each link's
+        last word after the leave.
+        """
+        if self.stopping:
+            return
+        self.stopping = True
+        self._final_error = error
+        if self.started.is_set() and not self.me.left:
+            self.me.left = True
+            self._originate(self.me, "leave")
+        self._stop.set()
+
+    async def _close_all(self) -> None:
+        error = self._final_error
+        for link in list(self.sessions.values()):
+            if error is not None:
+                link.conn.fail(error)
+            else:
+                link.conn.finish("shutting down")
+        with trio.move_on_after(self.config.timing.grace):
+            for conn in list(self.sessions):
+                await conn.closed.wait()
+
+    async def _accept(self, listeners: Sequence[trio.SocketListener]) -> None:
+        async def handle(stream: trio.SocketStream) -> None:
+            await self._serve(stream, _peername(stream), outgoing=False)
+
+        await trio.serve_listeners(handle, list(listeners), handler_nursery=self._conns)
+
+    # --------------------------------------------------------------- dialling
+
+    def connect(self, host: str, port: int, *, persistent: bool = True, expect: str = "") -> bool:
+        """Dial ``host:port`` in the background; False if already dialling it.
+
+        Persistent addresses (from the command line) are retried with
+        exponential back-off for as long as the node runs and re-dialled
+        when their link drops; learned ones get ``LEARNED_TRIES`` tries.
+        """
+        if self.stopping or (host, port) in self._dialling or expect in self._dialling_nodes:
+            return False
+        self._dialling.add((host, port))
+        if expect:
+            self._dialling_nodes.add(expect)
+        self._services.start_soon(self._dial_loop, host, port, persistent, expect)
+        return True
+
+    @property
+    def learned_dialling(self) -> int:
+        """Dials under way to nodes learned by peer exchange."""
+        return len(self._dialling_nodes)
+
+    async def _dial_loop(self, host: str, port: int, persistent: bool, expect: str) -> None:
+        where = join_addr(host, port)
+        delay = BACKOFF_FIRST
+        failures = 0
+        last_node = ""
+        try:
+            while True:
+                if last_node and (link := self.links.get(last_node)):
+                    # Linked to that node over another connection: re-dial
+                    # only once that one is gone.
+                    await link.conn.closed.wait()
+                    continue
+                try:
+                    with trio.fail_after(self.config.timing.handshake):
+                        stream = await trio.open_tcp_stream(host, port)
+                except (OSError, trio.TooSlowError) as exc:
+                    failures += 1
+                    if not persistent and failures >= LEARNED_TRIES:
+                        log.info("giving up on %s (learned from a peer): %s", where, _why(exc))
+                        return
+                    if failures == 1 and persistent:
+                        log.warning(
+                            "cannot reach %s (%s); retrying with back-off up to %g s",
+                            where,
+                            _why(exc),
+                            BACKOFF_MAX,
+                        )
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                    continue
+                if failures and persistent:
+                    log.info("reached %s after %d failed tries", where, failures)
+                failures = 0
+                link = self._start(stream, _peername(stream), outgoing=True)
+                await link.conn.closed.wait()
+                if link.node == self.id:
+                    log.info("%s is this node itself: not dialling it again", where)
+                    return
+                last_node = link.node
+                if not persistent:
+                    return
+                if link.active:
+                    log.warning("link to %s (%s) dropped; re-dialling", link.name, where)
+                delay = BACKOFF_FIRST
+                await trio.sleep(delay)
+        finally:
+            self._dialling.discard((host, port))
+            self._dialling_nodes.discard(expect)
+
+    # ----------------------------------------------------- link lifecycle
+
+    def _new_link(self, stream: trio.abc.Stream, remote: tuple[str, int] | None, outgoing: bool) -> Link:
+        conn = Connection(stream, remote, outgoing=outgoing, timing=self.config.timing)
+        link = self.sessions[conn] = Link(conn)
+        return link
+
+    def _start(self, stream: trio.abc.Stream, remote: tuple[str, int] | None, *, outgoing: bool) -> Link:
+        link = self._new_link(stream, remote, outgoing)
+        self._conns.start_soon(self._run_link, link)
+        return link
+
+    async def _serve(self, stream: trio.abc.Stream, remote: tuple[str, int] | None, *, outgoing: bool) -> None:
+        await self._run_link(self._new_link(stream, remote, outgoing))
+
+    def add_stream(self, stream: trio.abc.Stream, *, outgoing: bool) -> Link:
+        """Serve an already open stream (tests use memory streams)."""
+        return self._start(stream, None, outgoing=outgoing)
+
+    async def _run_link(self, link: Link) -> None:
+        conn = link.conn
+        if conn.outgoing:
+            conn.send_frame(self._hello())
+        try:
+            await conn.serve(self._on_frames)
+        except Exception:
+            # A bug of ours on one connection must not take the node down.
+            log.exception("internal error on the connection with %s", link.name)
+            conn.abort("internal error")
+        finally:
+            self.sessions.pop(conn, None)
+            self._link_closed(link)
+
+    def _hello(self) -> Hello:
+        return Hello(
+            self.id, self.name, self.role.name, self.listen_port, self.sequencer.have_map(), PROTO
+        )
+
+    def _on_frames(self, conn: Connection, frames: list[Frame | TextLine]) -> None:
+        link = self.sessions.get(conn)
+        if link is None:
+            return
+        for frame in frames:
+            if not conn.open:
+                return
+            try:
+                if conn.established:
+                    self._on_frame(link, frame)
+                else:
+                    self._on_first(link, frame)
+            except ProtocolError as exc:
+                conn.fail(exc)
+
+    def _on_first(self, link: Link, frame: Frame | TextLine) -> None:
+        conn = link.conn
+        if isinstance(frame, TextLine) and not conn.outgoing:
+            self._text_client_up(link, frame.text)
+            return
+        if isinstance(frame, Error) and conn.outgoing:
+            self.role.on_error(link, frame)
+            conn.finish(f"refused: {frame.code}")
+            return
+        if not isinstance(frame, Hello):
+            raise ProtocolError("bad_frame", "the first frame must be a hello")
+        link.hello = frame
+        if not conn.outgoing:
+            # Answer every well-formed hello before judging it (§3).
+            conn.send_frame(self._hello())
+        if frame.proto != PROTO:
+            raise ProtocolError("unsupported_protocol", f"this node speaks protocol {PROTO}")
+        if frame.node == self.id:
+            conn.finish("connected to itself")
+            return
+        existing = self.links.get(frame.node)
+        if existing is not None:
+            if not self._keep_new(existing, link):
+                conn.finish("duplicate connection")
+                return
+            existing.active = False  # closing it is no departure
+            existing.conn.finish("duplicate connection")
+        conn.established = True
+        conn.keepalive = True
+        conn.on_drained = lambda: self._refill(link)
+        link.active = True
+        self.links[frame.node] = link
+        for event in self.history.missing_for(frame.have, skip_origin=frame.node):
+            self._send_event(link, event)
+        self.role.link_up(link)
+
+    def _keep_new(self, old: Link, new: Link) -> bool:
+        """The simultaneous-dial rule (§3): keep the link dialled by the smaller id."""
+        old_dialler = self.id if old.conn.outgoing else old.node
+        new_dialler = self.id if new.conn.outgoing else new.node
+        return new_dialler < old_dialler
+
+    def _link_closed(self, link: Link) -> None:
+        if link.client is not None:
+            client = link.client
+            lost = not client.left and not self.stopping
+            if lost:
+                client.left = True
+                if link.conn.close_reason == "closed by remote":
+                    self._originate(client, "leave")  # closing its side is a leave (§9)
+                    lost = False
+                else:
+                    self._originate(self.me, "lost", node=client.id)
+            self.role.link_down(link, lost)
+            return
+        if not link.active:
+            return
+        link.active = False
+        if self.links.get(link.node) is link:
+            del self.links[link.node]
+        member = self.members.get(link.node)
+        lost = not link.left and not self.stopping and (member is None or member.present)
+        if lost:
+            self._originate(self.me, "lost", node=link.node)
+        self.role.link_down(link, lost)
+
+    # --------------------------------------------------------------- frames
+
+    def _on_frame(self, link: Link, frame: Frame | TextLine) -> None:
+        if isinstance(frame, Event):
+            self._on_event(link, frame)
+        elif isinstance(frame, TextLine):
+            self._on_text(link, frame.text)
+        elif isinstance(frame, Ping):
+            link.conn.send_frame(Pong(frame.nonce))
+        elif isinstance(frame, Peers):
+            self.role.on_peers(link, frame)
+        elif isinstance(frame, Error):
+            self.role.on_error(link, frame)
+        # Pong: arriving is all it had to do. Hello again, Unknown: ignored.
+
+    def _on_event(self, link: Link, event: Event) -> None:
+        origin = event.origin
+        if event.kind == "leave" and origin == link.node:
+            link.left = True
+        if not self.sequencer.is_new(origin, event.seq):
+            return
+        deliveries = self.sequencer.accept(event, trio.current_time())
+        if deliveries is None:
+            return
+        self.history.add(event)
+        self._flood(event, link)
+        self.role.on_event(link, event)
+        if deliveries:
+            self._deliver(deliveries)
+        else:
+            self._gap_changed.set()
+
+    def _flood(self, event: Event, came_from: Link | None) -> None:
+        for link in self.links.values():
+            if link is not came_from:
+                self._send_event(link, event)
+
+    def _send_event(self, link: Link, event: Event) -> None:
+        # Order per origin must hold on each link: once anything waits in
+        # the backlog, everything after it waits there too.
+        if link.backlog or not link.conn.send(event.raw):
+            if len(link.backlog) >= self.history.size:
+                link.backlog.popleft()  # gone from history anyway
+            link.backlog.append(event.key)
+
+    def _refill(self, link: Link) -> None:
+        """The writer caught up: move backlog events from history to the outbox."""
+        backlog = link.backlog
+        while backlog:
+            event = self.history.get(backlog[0])
+            if event is not None and not link.conn.send(event.raw):
+                return
+            backlog.popleft()
+
+    # --------------------------------------------------------------- events
+
+    def _originate(self, author: Author, kind: EventKind, **extra: str) -> Event:
+        """Create an event of ``author``'s: encode once, record, flood, show."""
+        author.seq += 1
+        event = make_event(kind, author.id, author.seq, time.time(), author.name, **extra)
+        self.sequencer.record_own(author.id, author.seq)
+        self.history.add(event)
+        self._flood(event, None)
+        self.role.on_event(None, event)
+        self._deliver([event])
+        return event
+
+    def say(self, text: str) -> str | None:
+        """Send a message as this node; the reason if it cannot be sent."""
+        problem = text_problem(text)
+        if problem or self.stopping:
+            return problem or "leaving"
+        self._originate(self.me, "msg", text=text)
+        return None
+
+    def rename(self, name: str) -> str | None:
+        """Change this node's name (a ``nick`` event); the reason if refused."""
+        problem = name_problem(name)
+        if problem:
+            return problem
+        if name != self.me.name:
+            self.me.name = name
+            self._originate(self.me, "nick")
+        return None
+
+    def _deliver(self, deliveries: Iterable[Delivery]) -> None:
+        joined = self.me.joined
+        clients = [link for link in self.sessions.values() if link.client and not link.client.left]
+        for delivery in deliveries:
+            entry = self.members.apply(delivery, delivery.ts < joined)
+            if entry is None:
+                continue
+            self.recent.append(entry)
+            self.sink(entry)
+            for link in clients:
+                self._show_to_client(link, entry)
+
+    async def _gap_timer(self) -> None:
+        while True:
+            deadline = self.sequencer.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._gap_changed.wait()
+                self._gap_changed = trio.Event()
+                continue
+            self._deliver(self.sequencer.expire(trio.current_time()))
+
+    # ------------------------------------------------- plain-text clients (§9)
+
+    def _text_client_up(self, link: Link, first_line: str) -> None:
+        conn = link.conn
+        conn.established = True
+        name = link.where[-32:]
+        command, _, arg = first_line.partition(" ")
+        if command == "/nick" and not name_problem(arg.strip()):
+            name, first_line = arg.strip(), ""
+        client = link.client = Author(secrets.token_hex(16), name)
+        client.joined = time.time()
+        for entry in self.recent:
+            self._show_to_client(link, replace(entry, history=True))
+        self._originate(client, "join")
+        self.role.link_up(link)
+        if first_line:
+            self._on_text(link, first_line)
+
+    def _on_text(self, link: Link, line: str) -> None:
+        client = link.client
+        if client is None or client.left:
+            return
+        command, _, arg = line.partition(" ")
+        if command == "/exit":
+            client.left = True
+            self._originate(client, "leave")
+            link.conn.finish("left")
+            return
+        if command == "/nick":
+            name = arg.strip()
+            problem = name_problem(name)
+            if problem:
+                link.conn.send(f"*** cannot use that name: {problem}\n".encode())
+            elif name != client.name:
+                client.name = name
+                self._originate(client, "nick")
+            return
+        if not line.strip():
+            return
+        problem = text_problem(line)
+        if problem:
+            link.conn.send(f"*** not sent: {problem}\n".encode())
+            return
+        self._originate(client, "msg", text=line)
+
+    def _show_to_client(self, link: Link, entry: Entry) -> None:
+        client = link.client
+        assert client is not None
+        if entry.kind == "msg" and entry.origin == client.id:
+            return  # they typed it; no echo
+        if entry.event is not None and entry.history != (entry.ts < client.joined):
+            entry = replace(entry, history=entry.ts < client.joined)
+        link.conn.send((render.line(entry) + "\n").encode())
+
+
+def _peername(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return None
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return None
+    return (str(name[0]), int(name[1]))
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    if isinstance(exc, OSError):
+        # open_tcp_stream wraps several attempts; the first cause is the telling one.
+        cause = exc.__cause__ or exc.__context__
+        inner = exc
+        if isinstance(cause, OSError):
+            inner = cause
+        return inner.strerror or str(inner)
+    return str(exc)

@@ -1,0 +1,82 @@
+"""The mesh peer role: peer exchange, the degree rule, status lines (§7)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from chat.node import Link, Node, Role
+from chat.protocol import Event, Peers, PeerInfo, split_addr
+
+log = logging.getLogger("chat")
+
+
+class PeerRole(Role):
+    """A person's node: learns the mesh from ``peers`` frames and fills it in."""
+
+    name = "peer"
+
+    def __init__(self) -> None:
+        self.via: dict[str, str] = {}  # origin -> name of the link it last came over
+
+    def attach(self, node: Node) -> None:
+        super().attach(node)
+        self.degree = node.config.degree
+
+    # ------------------------------------------------------------ exchange
+
+    def _neighbours(self) -> list[tuple[Link, PeerInfo]]:
+        out = []
+        for link in self.node.links.values():
+            addr = link.addr
+            if link.is_peer and addr is not None:
+                out.append((link, PeerInfo(link.node, link.name, addr)))
+        return out
+
+    def _advertise(self, to: Iterable[Link]) -> None:
+        """Send each of ``to`` the dialable peers we are linked to, bar itself."""
+        neighbours = self._neighbours()
+        for link in to:
+            if link.is_peer:
+                link.conn.send_frame(Peers(tuple(p for other, p in neighbours if other is not link)))
+
+    def peer_count(self) -> int:
+        return sum(1 for link in self.node.links.values() if link.is_peer)
+
+    def on_peers(self, link: Link, frame: Peers) -> None:
+        node = self.node
+        for info in frame.peers:
+            if info.node == node.id or info.node in node.links:
+                continue
+            if self.peer_count() + node.learned_dialling >= self.degree:
+                return
+            where = split_addr(info.addr)
+            if where is not None and node.connect(*where, persistent=False, expect=info.node):
+                log.info("dialling %s at %s (learned from %s)", info.name, info.addr, link.name)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def link_up(self, link: Link) -> None:
+        if link.client is not None:
+            log.info("plain-text client %s connected from %s", link.name, link.where)
+            return
+        hello = link.hello
+        assert hello is not None
+        kind = "" if hello.role == "peer" else f" ({hello.role})"
+        log.info("connected to %s%s at %s", link.name, kind, link.addr or link.where)
+        if link.is_peer:
+            self._advertise([link])  # right after the handshake (§7)
+            if link.addr is not None:  # and our set of neighbours changed
+                self._advertise(other for other in self.node.links.values() if other is not link)
+
+    def link_down(self, link: Link, lost: bool) -> None:
+        if self.node.stopping:
+            return
+        how = "lost" if lost else "closed"
+        reason = link.conn.close_reason
+        log.info("connection to %s %s (%s)", link.name, how, reason)
+        if link.is_peer and link.addr is not None:
+            self._advertise(self.node.links.values())
+
+    def on_event(self, link: Link | None, event: Event) -> None:
+        self.via[event.origin] = link.name if link else ""

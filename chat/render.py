@@ -1,0 +1,77 @@
+"""Turning chat entries into transcript lines and JSON objects (§9).
+
+Pure functions: the non-interactive peer, plain-text clients and the
+interactive UI all show the chat through these, so they agree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from chat.state import Entry
+
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def safe(text: str) -> str:
+    """``text`` with control characters made visible.
+
+    The protocol lets a message carry any character but newline and NUL; an
+    escape sequence from a remote must not drive the reader's terminal, so
+    C0/C1 controls are shown as Unicode control pictures (ESC as ␛).
+    """
+    return _UNSAFE.sub(_picture, text)
+
+
+def _picture(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return chr(0x2400 + code)
+    return "\u2421" if code == 0x7F else "\ufffd"
+
+
+def clock(ts: float) -> str:
+    """``HH:MM:SS`` in the local time zone; absurd times shown as ``??:??:??``."""
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return "??:??:??"
+
+
+def describe(entry: Entry) -> str:
+    """The part of a transcript line after the time (and history mark)."""
+    who = safe(entry.who)
+    kind = entry.kind
+    if kind == "msg":
+        return f"<{who}> {safe(entry.text)}"
+    if kind == "join":
+        return f"*** {who} joined"
+    if kind == "leave":
+        return f"*** {who} left"
+    if kind == "lost":
+        return f"*** {who} lost"
+    if kind == "nick":
+        return f"*** {who} is now known as {safe(entry.text)}"
+    if kind == "gap":
+        return f"*** {entry.missed} messages from {who} were missed"
+    return f"*** {who}: {kind}"
+
+
+def line(entry: Entry) -> str:
+    """One transcript line, without newline: ``HH:MM:SS [history] ...``."""
+    mark = "[history] " if entry.history else ""
+    return f"{clock(entry.ts)} {mark}{describe(entry)}"
+
+
+def as_json(entry: Entry) -> str:
+    """One JSON object for ``--json`` output: protocol fields plus ``history``."""
+    obj: dict[str, Any]
+    if entry.event is None:
+        obj = {"type": "gap", "origin": entry.origin, "name": entry.who, "missed": entry.missed}
+    else:
+        obj = entry.event.fields()
+        obj["history"] = entry.history
+    return json.dumps(obj, ensure_ascii=False)
