@@ -8,16 +8,16 @@ import getpass
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
 from chat import __version__
-from chat.connection import Timing
+from chat.hub import HubFormatter, HubRole, wants_colour
 from chat.node import Config, Node
 from chat.peer import PeerRole
 from chat.plain import Transcript, run_lines
-from chat.protocol import MAX_NAME, join_addr, name_problem, split_addr
+from chat.protocol import MAX_NAME, ProtocolError, join_addr, name_problem, split_addr
 
 log = logging.getLogger("chat")
 
@@ -57,12 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     peer = roles.add_parser("peer", help="join or start a serverless group (a mesh peer)")
     peer.add_argument("port", type=_port, help="TCP port to listen on (0: any free port)")
-    peer.add_argument("dial", nargs="*", type=_address, metavar="HOST:PORT", help="peers or hubs to dial")
+    peer.add_argument(
+        "dial", nargs="*", type=_address, metavar="HOST:PORT", help="peers or hubs to dial"
+    )
     peer.add_argument("--name", type=_name, help="your name (default: asked, or your login name)")
     peer.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all IPv4)")
     peer.add_argument("--json", action="store_true", help="transcript as JSON lines")
-    peer.add_argument("--history", type=_count, default=1000, help="events kept for catch-up (default 1000)")
-    peer.add_argument("--degree", type=_count, default=8, help="peers to dial by peer exchange (default 8)")
+    peer.add_argument(
+        "--history", type=_count, default=1000, help="events kept for catch-up (default 1000)"
+    )
+    peer.add_argument(
+        "--degree", type=_count, default=8, help="peers to dial by peer exchange (default 8)"
+    )
+
+    hub = roles.add_parser("hub", help="run a central relay (no person behind it)")
+    hub.add_argument("port", type=_port, help="TCP port to listen on (0: any free port)")
+    hub.add_argument("dial", nargs="*", type=_address, metavar="HOST:PORT", help="hubs to link to")
+    hub.add_argument("--name", type=_name, default="hub", help="the hub's name (default: hub)")
+    hub.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all IPv4)")
+    hub.add_argument("--history", type=_count, default=10000, help="events kept (default 10000)")
+    hub.add_argument("--quiet", action="store_true", help="do not log every message")
     return parser
 
 
@@ -85,9 +99,9 @@ class _StatusFormatter(logging.Formatter):
         return text
 
 
-def _setup_status_log() -> None:
+def _setup_log(formatter: logging.Formatter) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_StatusFormatter())
+    handler.setFormatter(formatter)
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -97,45 +111,77 @@ async def _listen(host: str, port: int) -> list[trio.SocketListener] | None:
     try:
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
-        why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-        print(f"trio-chat: cannot listen on {join_addr(host, port)}: {why}", file=sys.stderr)
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+        log.error("cannot listen on %s: %s", join_addr(host, port), why)
         return None
 
 
-async def _watch_signals(node: Node) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            node.stop()
-            return
+async def _run_node(
+    node: Node,
+    listeners: list[trio.SocketListener],
+    dial: list[tuple[str, int]],
+    front: Callable[[], Awaitable[None]] | None = None,
+    stop_error: ProtocolError | None = None,
+) -> None:
+    """Run ``node`` with its diallers, front end and signal handling until it stops."""
+
+    async def watch_signals() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                node.stop(stop_error)
+                return
+
+    async def begin() -> None:
+        await node.started.wait()
+        for host, port in dial:
+            node.connect(host, port)
+        if front is not None:
+            await front()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals)
+        nursery.start_soon(begin)
+        await node.run(listeners)
+        nursery.cancel_scope.cancel()
 
 
 async def run_peer(args: argparse.Namespace) -> int:
+    _setup_log(_StatusFormatter())
     listeners = await _listen(args.host, args.port)
     if listeners is None:
         return 1
     name = args.name or login_name()
-    config = Config(name=name, role="peer", history=args.history, degree=args.degree, timing=Timing())
+    config = Config(name=name, history=args.history, degree=args.degree)
     node = Node(config, PeerRole(), Transcript(sys.stdout, json_mode=args.json))
 
     async def front() -> None:
-        await node.started.wait()
         log.info("listening on %s as %s", join_addr(args.host, node.listen_port or 0), name)
-        for host, port in args.dial:
-            node.connect(host, port)
         await run_lines(node, sys.stdin.buffer)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, node)
-        nursery.start_soon(front)
-        await node.run(listeners)
-        nursery.cancel_scope.cancel()
+    await _run_node(node, listeners, args.dial, front)
+    return 0
+
+
+async def run_hub(args: argparse.Namespace) -> int:
+    _setup_log(HubFormatter(colour=wants_colour(sys.stderr)))
+    listeners = await _listen(args.host, args.port)
+    if listeners is None:
+        return 1
+    node = Node(Config(name=args.name, history=args.history), HubRole(quiet=args.quiet))
+
+    async def front() -> None:
+        where = join_addr(args.host, node.listen_port or 0)
+        log.info("hub listening on %s", where, extra={"tag": "SUCCESS"})
+
+    bye = ProtocolError("shutting_down", "the hub is shutting down")
+    await _run_node(node, listeners, args.dial, front, stop_error=bye)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_status_log()
+    run = run_hub if args.role == "hub" else run_peer
     try:
-        return trio.run(run_peer, args)
+        return trio.run(run, args)
     except KeyboardInterrupt:  # a second Ctrl+C while leaving
         return 130

@@ -76,9 +76,10 @@ def peers_lines(node: Node) -> list[str]:
         name = node.members.display_name(member.node)
         link = node.links.get(member.node)
         if link is not None:
-            lines.append(f"  {name}  {link.addr or link.where}  direct ({link.hello.role if link.hello else 'client'})")
+            role = link.hello.role if link.hello else "client"
+            lines.append(f"  {name}  {link.addr or link.where}  direct ({role})")
         else:
-            hop = via.get(member.node) or "?"
-            lines.append(f"  {name}  via {hop}")
+            hop = via.get(member.node)
+            lines.append(f"  {name}  " + (f"via {hop}" if hop else "plain-text client here"))
     header = f"{len(lines)} present besides you ({node.name})"
     return [header, *lines]

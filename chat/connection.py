@@ -170,7 +170,7 @@ class Connection:
                 with trio.move_on_after(timeout):
                     data = await self.stream.receive_some(READ_SIZE)
                     break_on_eof = not data
-                    frames = self.decoder.feed(data)
+                    frames = self.decoder.feed(bytes(data))
                     if frames:
                         on_frames(self, frames)
                     if self.decoder.error:
@@ -190,7 +190,9 @@ class Connection:
                 self.finish(f"no hello within {timing.handshake:g} s")
             else:
                 self.fail(
-                    ProtocolError("handshake_timeout", f"no first line within {timing.handshake:g} s")
+                    ProtocolError(
+                        "handshake_timeout", f"no first line within {timing.handshake:g} s"
+                    )
                 )
             return
 

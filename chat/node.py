@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+
 import trio
 
 from chat import render
@@ -39,7 +40,7 @@ from chat.protocol import (
     Ping,
     Pong,
     ProtocolError,
-    Role,
+    RoleName,
     TextLine,
     join_addr,
     make_event,
@@ -54,12 +55,14 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 LEARNED_TRIES = 3  # dials of an address learned by peer exchange (§7)
 RECENT_LINES = 50  # chat lines replayed to a plain-text client that joins
+DUPLICATE = "duplicate connection"  # closed by the one-link-per-pair rule (§3)
+ITSELF = "connected to itself"
 
 
 @dataclass
 class Config:
     name: str
-    role: Role = "peer"
+    role: RoleName = "peer"
     history: int = 1000
     degree: int = 8
     timing: Timing = field(default_factory=Timing)
@@ -124,7 +127,7 @@ class Role:
     peer exchange and the server log.
     """
 
-    name: Role = "peer"
+    name: RoleName = "peer"
 
     def attach(self, node: Node) -> None:
         self.node = node
@@ -134,6 +137,10 @@ class Role:
 
     def link_down(self, link: Link, lost: bool) -> None:
         """An active link ended; ``lost`` if it went without a leave."""
+
+    def link_failed(self, link: Link) -> None:
+        """A connection ended before its handshake completed."""
+        log.info("connection with %s ended: %s", link.name, link.conn.close_reason)
 
     def on_peers(self, link: Link, frame: Peers) -> None:
         """A ``peers`` frame arrived (§7)."""
@@ -313,17 +320,23 @@ class Node:
 
     # ----------------------------------------------------- link lifecycle
 
-    def _new_link(self, stream: trio.abc.Stream, remote: tuple[str, int] | None, outgoing: bool) -> Link:
+    def _new_link(
+        self, stream: trio.abc.Stream, remote: tuple[str, int] | None, outgoing: bool
+    ) -> Link:
         conn = Connection(stream, remote, outgoing=outgoing, timing=self.config.timing)
         link = self.sessions[conn] = Link(conn)
         return link
 
-    def _start(self, stream: trio.abc.Stream, remote: tuple[str, int] | None, *, outgoing: bool) -> Link:
+    def _start(
+        self, stream: trio.abc.Stream, remote: tuple[str, int] | None, *, outgoing: bool
+    ) -> Link:
         link = self._new_link(stream, remote, outgoing)
         self._conns.start_soon(self._run_link, link)
         return link
 
-    async def _serve(self, stream: trio.abc.Stream, remote: tuple[str, int] | None, *, outgoing: bool) -> None:
+    async def _serve(
+        self, stream: trio.abc.Stream, remote: tuple[str, int] | None, *, outgoing: bool
+    ) -> None:
         await self._run_link(self._new_link(stream, remote, outgoing))
 
     def add_stream(self, stream: trio.abc.Stream, *, outgoing: bool) -> Link:
@@ -382,15 +395,15 @@ class Node:
         if frame.proto != PROTO:
             raise ProtocolError("unsupported_protocol", f"this node speaks protocol {PROTO}")
         if frame.node == self.id:
-            conn.finish("connected to itself")
+            conn.finish(ITSELF)
             return
         existing = self.links.get(frame.node)
         if existing is not None:
             if not self._keep_new(existing, link):
-                conn.finish("duplicate connection")
+                conn.finish(DUPLICATE)
                 return
             existing.active = False  # closing it is no departure
-            existing.conn.finish("duplicate connection")
+            existing.conn.finish(DUPLICATE)
         conn.established = True
         conn.keepalive = True
         conn.on_drained = lambda: self._refill(link)
@@ -420,6 +433,8 @@ class Node:
             self.role.link_down(link, lost)
             return
         if not link.active:
+            if link.conn.close_reason not in (DUPLICATE, ITSELF):
+                self.role.link_failed(link)
             return
         link.active = False
         if self.links.get(link.node) is link:

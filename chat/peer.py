@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 
 from chat.node import Link, Node, Role
-from chat.protocol import Event, Peers, PeerInfo, split_addr
+from chat.protocol import Event, PeerInfo, Peers, split_addr
 
 log = logging.getLogger("chat")
 
@@ -38,7 +38,9 @@ class PeerRole(Role):
         neighbours = self._neighbours()
         for link in to:
             if link.is_peer:
-                link.conn.send_frame(Peers(tuple(p for other, p in neighbours if other is not link)))
+                link.conn.send_frame(
+                    Peers(tuple(p for other, p in neighbours if other is not link))
+                )
 
     def peer_count(self) -> int:
         return sum(1 for link in self.node.links.values() if link.is_peer)

@@ -38,7 +38,7 @@ ERROR_CODES: Final = frozenset(
 )
 
 EventKind: TypeAlias = Literal["join", "msg", "nick", "leave", "lost"]
-Role: TypeAlias = Literal["peer", "hub"]
+RoleName: TypeAlias = Literal["peer", "hub"]
 
 _NODE_ID = re.compile(r"[0-9a-f]{32}")
 # C0 controls, DEL and C1 controls: never part of a name (§2).
@@ -62,7 +62,7 @@ class ProtocolError(Exception):
 class Hello:
     node: str
     name: str
-    role: Role
+    role: RoleName
     listen: int | None
     have: Mapping[str, int]
     proto: int = PROTO
@@ -472,20 +472,17 @@ class Decoder:
         while (end := buf.find(b"\n", start)) >= 0:
             line = buf[start : end + 1]
             start = end + 1
+            if len(line) > self._max:
+                return self._fail("a frame is at most {} bytes with its newline", out)
             try:
-                if len(line) > self._max:
-                    raise ProtocolError(
-                        "frame_too_long", f"a frame is at most {self._max} bytes with its newline"
-                    )
                 out.append(self._line(line))
             except ProtocolError as exc:
-                return self._fail(exc, out)
+                self.error = exc
+                self._buf = b""
+                return out
         rest = buf[start:]
         if len(rest) > self._max:
-            exc = ProtocolError(
-                "frame_too_long", f"more than {self._max} bytes arrived without a newline"
-            )
-            return self._fail(exc, out)
+            return self._fail("more than {} bytes arrived without a newline", out)
         self._buf = rest
         return out
 
@@ -501,7 +498,7 @@ class Decoder:
         # than cut them off.
         return TextLine(body.decode("utf-8", errors="replace"))
 
-    def _fail(self, exc: ProtocolError, out: list[Frame | TextLine]) -> list[Frame | TextLine]:
-        self.error = exc
+    def _fail(self, why: str, out: list[Frame | TextLine]) -> list[Frame | TextLine]:
+        self.error = ProtocolError("frame_too_long", why.format(self._max))
         self._buf = b""
         return out

@@ -235,7 +235,9 @@ class Membership:
             return Entry(
                 "gap",
                 delivery.ts,
-                self.display_name(delivery.origin) if delivery.origin in self._members else delivery.name,
+                self.display_name(delivery.origin)
+                if delivery.origin in self._members
+                else delivery.name,
                 missed=delivery.missed,
                 history=history,
                 origin=delivery.origin,
@@ -279,4 +281,6 @@ class Membership:
 
     @staticmethod
     def _entry(event: Event, history: bool, who: str, text: str = "") -> Entry:
-        return Entry(event.kind, event.ts, who, text, history=history, event=event, origin=event.origin)
+        return Entry(
+            event.kind, event.ts, who, text, history=history, event=event, origin=event.origin
+        )
