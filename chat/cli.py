@@ -7,17 +7,21 @@ import errno
 import getpass
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 import trio
 
 from chat import __version__
+from chat.commands import drive
 from chat.hub import HubFormatter, HubRole, wants_colour
 from chat.node import Config, Node
 from chat.peer import PeerRole
-from chat.plain import Transcript, run_lines
+from chat.plain import Transcript, note, stdin_lines
 from chat.protocol import MAX_NAME, ProtocolError, join_addr, name_problem, split_addr
+from chat.ui import ChatUI
 
 log = logging.getLogger("chat")
 
@@ -107,27 +111,38 @@ def _setup_log(formatter: logging.Formatter) -> None:
     log.propagate = False
 
 
-async def _listen(host: str, port: int) -> list[trio.SocketListener] | None:
+def _bind(host: str, port: int) -> socket.socket | None:
+    """Bind the listening socket before anything else, so a busy port is one
+    clear line and exit 1, before any question is asked."""
     try:
-        return await trio.open_tcp_listeners(port, host=host)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ][0]
+        return socket.create_server((host, port), family=family, backlog=512)
     except OSError as exc:
         why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
         log.error("cannot listen on %s: %s", join_addr(host, port), why)
         return None
 
 
+def _listeners(sock: socket.socket) -> list[trio.SocketListener]:
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+
+
 async def _run_node(
     node: Node,
-    listeners: list[trio.SocketListener],
+    sock: socket.socket,
     dial: list[tuple[str, int]],
     front: Callable[[], Awaitable[None]] | None = None,
+    *,
     stop_error: ProtocolError | None = None,
-) -> None:
+    signals: bool = True,
+) -> int:
     """Run ``node`` with its diallers, front end and signal handling until it stops."""
 
     async def watch_signals() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            async for _ in received:
                 node.stop(stop_error)
                 return
 
@@ -139,33 +154,88 @@ async def _run_node(
             await front()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch_signals)
+        if signals:
+            nursery.start_soon(watch_signals)
         nursery.start_soon(begin)
-        await node.run(listeners)
+        await node.run(_listeners(sock))
         nursery.cancel_scope.cancel()
-
-
-async def run_peer(args: argparse.Namespace) -> int:
-    _setup_log(_StatusFormatter())
-    listeners = await _listen(args.host, args.port)
-    if listeners is None:
-        return 1
-    name = args.name or login_name()
-    config = Config(name=name, history=args.history, degree=args.degree)
-    node = Node(config, PeerRole(), Transcript(sys.stdout, json_mode=args.json))
-
-    async def front() -> None:
-        log.info("listening on %s as %s", join_addr(args.host, node.listen_port or 0), name)
-        await run_lines(node, sys.stdin.buffer)
-
-    await _run_node(node, listeners, args.dial, front)
     return 0
 
 
-async def run_hub(args: argparse.Namespace) -> int:
+def status_text(node: Node) -> str:
+    """The toolbar: connection state and how many are connected."""
+    peers = sum(1 for link in node.links.values() if link.is_peer)
+    hubs = len(node.links) - peers
+    if node.stopping:
+        state = "leaving"
+    elif node.links:
+        state = "connected"
+    else:
+        state = "alone (waiting for peers)"
+    parts = [f"{node.name} on port {node.listen_port}", state, f"{peers} peer{'s' * (peers != 1)}"]
+    if hubs:
+        parts.append(f"{hubs} hub{'s' * (hubs != 1)}")
+    return " | ".join(parts)
+
+
+def run_peer(args: argparse.Namespace) -> int:
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    _setup_log(_StatusFormatter())
+    sock = _bind(args.host, args.port)
+    if sock is None:
+        return 1
+    if interactive:
+        return _run_interactive(args, sock)
+    name = args.name or login_name()
+    node = Node(
+        Config(name, history=args.history, degree=args.degree),
+        PeerRole(),
+        Transcript(sys.stdout, json_mode=args.json),
+    )
+
+    async def front() -> None:
+        log.info("listening on %s as %s", join_addr(args.host, node.listen_port or 0), name)
+        await drive(node, stdin_lines(sys.stdin.buffer), note)
+
+    return trio.run(_run_node, node, sock, args.dial, front)
+
+
+def _run_interactive(args: argparse.Namespace, sock: socket.socket) -> int:
+    ui = ChatUI(args.name)
+
+    async def trio_main(ui: ChatUI) -> int:
+        assert ui.name is not None
+        node = Node(Config(ui.name, history=args.history, degree=args.degree), PeerRole(), ui.show)
+        log.handlers[:] = [_UIHandler(ui)]
+        ui.status = lambda: status_text(node)
+
+        async def front() -> None:
+            where = join_addr(args.host, node.listen_port or 0)
+            peers = sum(1 for link in node.links.values() if link.is_peer)
+            ui.note(f"ready: {node.name} on {where}, {peers} peers \u2014 /help for commands")
+            await drive(node, ui.lines, ui.note)
+
+        return await _run_node(node, sock, args.dial, front, signals=False)
+
+    return ui.run(trio_main)
+
+
+class _UIHandler(logging.Handler):
+    """Status lines go above the prompt, not through stderr under it."""
+
+    def __init__(self, ui: ChatUI) -> None:
+        super().__init__()
+        self.ui = ui
+        self.setFormatter(_StatusFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.ui.note(self.format(record), error=record.levelno >= logging.WARNING)
+
+
+def run_hub(args: argparse.Namespace) -> int:
     _setup_log(HubFormatter(colour=wants_colour(sys.stderr)))
-    listeners = await _listen(args.host, args.port)
-    if listeners is None:
+    sock = _bind(args.host, args.port)
+    if sock is None:
         return 1
     node = Node(Config(name=args.name, history=args.history), HubRole(quiet=args.quiet))
 
@@ -174,14 +244,13 @@ async def run_hub(args: argparse.Namespace) -> int:
         log.info("hub listening on %s", where, extra={"tag": "SUCCESS"})
 
     bye = ProtocolError("shutting_down", "the hub is shutting down")
-    await _run_node(node, listeners, args.dial, front, stop_error=bye)
-    return 0
+    return trio.run(partial(_run_node, node, sock, args.dial, front, stop_error=bye))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run = run_hub if args.role == "hub" else run_peer
     try:
-        return trio.run(run, args)
+        return run(args)
     except KeyboardInterrupt:  # a second Ctrl+C while leaving
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 
 from chat.node import Node
@@ -83,3 +84,15 @@ def peers_lines(node: Node) -> list[str]:
             lines.append(f"  {name}  " + (f"via {hop}" if hop else "plain-text client here"))
     header = f"{len(lines)} present besides you ({node.name})"
     return [header, *lines]
+
+
+async def drive(node: Node, lines: AsyncIterable[str], note: Callable[[str], None]) -> None:
+    """Act on the person's lines until /exit or the end of ``lines``; then leave."""
+    await node.started.wait()
+    async for line in lines:
+        outcome = execute(node, line)
+        for text in outcome.notes:
+            note(text)
+        if outcome.leave or node.stopping:
+            break
+    node.stop()

@@ -9,13 +9,12 @@ transcript.
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
 from typing import BinaryIO, TextIO
 
 import trio
 
 from chat import render
-from chat.commands import execute
-from chat.node import Node
 from chat.state import Entry
 
 
@@ -42,23 +41,15 @@ def note(text: str) -> None:
     print(f"trio-chat: {text}", file=sys.stderr, flush=True)
 
 
-async def run_lines(node: Node, stdin: BinaryIO) -> None:
-    """Feed ``stdin`` lines to ``node`` until /exit or end of input, then stop it."""
-    await node.started.wait()
-    while not node.stopping:
+async def stdin_lines(stdin: BinaryIO) -> AsyncIterator[str]:
+    """The lines of ``stdin`` until end of input, undecodable ones skipped with a note."""
+    while True:
         # A worker thread per line: blocking reads work for pipes, files and
         # terminals alike, and abandon_on_cancel lets shutdown not wait.
         raw = await trio.to_thread.run_sync(stdin.readline, abandon_on_cancel=True)
         if not raw:
-            break
+            return
         try:
-            line = raw.decode("utf-8")
+            yield raw.decode("utf-8")
         except UnicodeDecodeError:
             note("not sent: the line is not valid UTF-8")
-            continue
-        outcome = execute(node, line)
-        for text in outcome.notes:
-            note(text)
-        if outcome.leave:
-            break
-    node.stop()

@@ -1,0 +1,224 @@
+"""The interactive terminal UI: prompt_toolkit, with trio as its guest.
+
+Why guest mode: prompt_toolkit runs on asyncio, the node on trio. Hosting
+trio on the asyncio loop that runs ``PromptSession.prompt_async``
+(``trio.lowlevel.start_guest_run``) keeps both in one thread, so every way
+out (Ctrl+C, Ctrl+D, /exit, SIGINT/SIGTERM from outside, the node failing)
+ends in the same place with the terminal restored. The alternatives were
+tried before this was written: ``prompt()`` in a worker thread left the
+terminal raw when cancelled or sent SIGINT, and trio-asyncio hung on
+Ctrl+C (trio-asyncio #118).
+
+The UI never sees a socket. Lines typed go to the node side through a
+trio memory channel (:attr:`ChatUI.lines`; closing it means "leave");
+chat entries come back through :meth:`ChatUI.show`, which renders them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import zlib
+from collections.abc import Awaitable, Callable
+
+import trio
+from outcome import Outcome
+from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.styles import Style
+from prompt_toolkit.validation import ValidationError, Validator
+
+from chat.protocol import MAX_TEXT, name_problem
+from chat.render import clock, describe, safe
+from chat.state import Entry
+
+# Colours that read on dark and light backgrounds alike; a name keeps its
+# colour for the whole session and across sessions (crc32, not hash()).
+NAME_COLOURS = ("ansired", "ansigreen", "ansiyellow", "ansiblue", "ansimagenta", "ansicyan")
+
+STYLE = Style.from_dict(
+    {
+        "time": "#888888",
+        "system": "#888888 italic",
+        "history": "#888888",
+        "note": "#888888",
+        "error": "ansired",
+        "bottom-toolbar": "noreverse bg:#303030 #d0d0d0",
+        **{f"name-{i}": f"{colour} bold" for i, colour in enumerate(NAME_COLOURS)},
+    }
+)
+
+
+def name_style(name: str) -> str:
+    return f"class:name-{zlib.crc32(name.encode()) % len(NAME_COLOURS)}"
+
+
+def formatted(entry: Entry) -> FormattedText:
+    """One chat entry as styled text: the render function of the UI."""
+    parts: list[tuple[str, str]] = [("class:time", clock(entry.ts) + " ")]
+    if entry.history:
+        parts.append(("class:history", "[history] "))
+    if entry.kind == "msg":
+        text_style = "class:history" if entry.history else ""
+        parts += [
+            (name_style(entry.who), f"<{safe(entry.who)}>"),
+            (text_style, f" {safe(entry.text)}"),
+        ]
+    else:
+        parts.append(("class:system", describe(entry)))
+    return FormattedText(parts)
+
+
+class _MessageValidator(Validator):
+    """Refuses an over-long message on Enter; the text stays in the input line."""
+
+    def validate(self, document: object) -> None:
+        text: str = getattr(document, "text", "")
+        if not text.startswith("/") and len(text) > MAX_TEXT:
+            raise ValidationError(
+                len(text),
+                f"not sent: {len(text)} characters, a message has at most {MAX_TEXT}",
+            )
+
+
+class _NameValidator(Validator):
+    def validate(self, document: object) -> None:
+        text: str = getattr(document, "text", "").strip()
+        problem = name_problem(text)
+        if problem:
+            raise ValidationError(len(text), problem)
+
+
+TrioMain = Callable[["ChatUI"], Awaitable[int]]
+
+
+class ChatUI:
+    """The prompt, the chat above it, and the bridge to the trio side."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+        # Input line -> node side. Small: it holds what one person typed.
+        self._lines_in, self.lines = trio.open_memory_channel[str](64)
+        self.status: Callable[[], str] = lambda: ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._session: PromptSession[str] | None = None
+
+    # ------------------------------------------------- called from trio
+
+    def show(self, entry: Entry) -> None:
+        """Print a chat entry above the input line (thread-safe)."""
+        self._print(formatted(entry))
+
+    def note(self, text: str, error: bool = False) -> None:
+        """Print a line for the person only (status, command output)."""
+        self._print(FormattedText([("class:error" if error else "class:note", text)]))
+
+    def rename(self, name: str) -> None:
+        self.name = name
+
+    def _print(self, text: FormattedText) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # print_formatted_text erases the prompt, prints, redraws it, when
+        # called on the loop that runs the application.
+        loop.call_soon_threadsafe(lambda: print_formatted_text(text, style=STYLE))
+
+    # ------------------------------------------------- the asyncio side
+
+    def run(self, trio_main: TrioMain) -> int:
+        """Ask the name if needed, run ``trio_main`` as guest; its exit code."""
+        return asyncio.run(self._main(trio_main))
+
+    async def _main(self, trio_main: TrioMain) -> int:
+        loop = self._loop = asyncio.get_running_loop()
+        # The net for stray output: anything printed bypassing print_formatted_text.
+        with patch_stdout(raw=True):
+            if self.name is None:
+                try:
+                    self.name = await self._ask_name()
+                except (KeyboardInterrupt, EOFError):
+                    return 0  # nothing joined yet: nothing to leave
+            done: asyncio.Future[Outcome[int]] = loop.create_future()
+
+            def finished(outcome: Outcome[int]) -> None:
+                if not done.done():
+                    done.set_result(outcome)
+                if self._session and self._session.app.is_running:
+                    self._session.app.exit()
+
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, self.leave)
+            trio.lowlevel.start_guest_run(
+                self._trio_side,
+                trio_main,
+                run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+                done_callback=finished,
+                host_uses_signal_set_wakeup_fd=True,
+            )
+            await self._prompt_loop(done)
+            outcome = await done
+        try:
+            return int(outcome.unwrap())
+        except Exception as exc:  # the node failed: say so, no traceback
+            print(f"trio-chat: stopped by an internal error: {exc!r}", file=sys.stderr)
+            return 1
+
+    async def _trio_side(self, trio_main: TrioMain) -> int:
+        self._token = trio.lowlevel.current_trio_token()
+        return await trio_main(self)
+
+    async def _ask_name(self) -> str:
+        session: PromptSession[str] = PromptSession(
+            "your name: ", validator=_NameValidator(), validate_while_typing=False
+        )
+        return (await session.prompt_async()).strip()
+
+    async def _prompt_loop(self, done: asyncio.Future[Outcome[int]]) -> None:
+        session = self._session = PromptSession(
+            history=InMemoryHistory(),
+            bottom_toolbar=lambda: " " + self.status(),
+            validator=_MessageValidator(),
+            validate_while_typing=False,
+            refresh_interval=1.0,
+            style=STYLE,
+            # The accepted line goes: the node shows it back as a chat line.
+            erase_when_done=True,
+        )
+        while not done.done():
+            try:
+                # handle_sigint=False: our SIGINT handler (leave) stays in
+                # place between prompts; Ctrl+C typed is a key, not a signal.
+                text = await session.prompt_async(lambda: f"{self.name}> ", handle_sigint=False)
+            except (KeyboardInterrupt, EOFError):
+                self.leave()
+                return
+            if text is not None and not done.done():
+                self._submit(text)
+
+    def _submit(self, text: str) -> None:
+        token = self._token
+        if token is None:
+            return
+
+        def push() -> None:
+            try:
+                self._lines_in.send_nowait(text)
+            except trio.WouldBlock:
+                self.note("busy: that line was not taken; try again", error=True)
+            except trio.ClosedResourceError:
+                pass
+
+        token.run_sync_soon(push)
+
+    def leave(self) -> None:
+        """Ctrl+C, Ctrl+D, SIGINT, SIGTERM: close the line channel = leave."""
+        token = self._token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._lines_in.close)
