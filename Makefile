@@ -17,6 +17,24 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Three local peers tell the mesh's story by themselves, then print transcripts.
+demo: $(STAMP)
+	$(PY) -m chat.demo
+
+# The same three peers, interactive, in three tmux panes.
+demo-live: $(STAMP)
+	@command -v tmux >/dev/null || { echo "demo-live needs tmux (Debian: apt-get install tmux)"; exit 1; }
+	@set -e; p=$$(echo "$${PORTS:-8080 8081 8082}" | tr , " "); set -- $$p; \
+	tmux new-session -d -s trio-chat-demo -x 200 -y 50 "$(VENV)/bin/trio-chat peer $$1 --host 127.0.0.1 --name A"; \
+	tmux split-window -h -t trio-chat-demo "sleep 0.5; $(VENV)/bin/trio-chat peer $$2 --host 127.0.0.1 127.0.0.1:$$1 --name B"; \
+	tmux split-window -h -t trio-chat-demo "sleep 1; $(VENV)/bin/trio-chat peer $$3 --host 127.0.0.1 127.0.0.1:$$2 --name C"; \
+	tmux select-layout -t trio-chat-demo even-horizontal; \
+	echo "Three peers A, B, C in tmux session trio-chat-demo."; \
+	echo "Type in a pane and press Enter; switch panes with Ctrl+B then an arrow key."; \
+	echo "Leave a peer with /exit or Ctrl+D; leave tmux with Ctrl+B then d."; \
+	echo "Attaching now (tmux attach -t trio-chat-demo to come back)."; \
+	if [ -t 0 ]; then tmux attach -t trio-chat-demo; fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chat tests
 	$(VENV)/bin/ruff format --check chat tests

@@ -52,20 +52,37 @@ def _name(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and one parser per role.
+
+    Each role parses with ``parse_intermixed_args`` so options may come
+    before or after the addresses (argparse cannot intermix under
+    subparsers, hence the two levels).
+    """
     parser = argparse.ArgumentParser(
-        prog="trio-chat", description="A group chat over TCP for the terminal."
+        prog="trio-chat",
+        description="A group chat over TCP for the terminal.",
+        epilog="trio-chat peer -h and trio-chat hub -h describe each role.",
     )
     parser.add_argument("--version", action="version", version=f"trio-chat {__version__}")
-    roles = parser.add_subparsers(dest="role", required=True, metavar="{peer,hub}")
+    parser.add_argument("role", choices=["peer", "hub"], help="run a mesh peer or a hub")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
-    peer = roles.add_parser("peer", help="join or start a serverless group (a mesh peer)")
-    peer.add_argument("port", type=_port, help="TCP port to listen on (0: any free port)")
-    peer.add_argument(
-        "dial", nargs="*", type=_address, metavar="HOST:PORT", help="peers or hubs to dial"
+    peer = argparse.ArgumentParser(
+        prog="trio-chat peer", description="Join or start a serverless group (a mesh peer)."
     )
+    hub = argparse.ArgumentParser(
+        prog="trio-chat hub", description="Run a central relay (no person behind it)."
+    )
+    for role in (peer, hub):
+        role.add_argument("port", type=_port, help="TCP port to listen on (0: any free port)")
+        role.add_argument(
+            "dial", nargs="*", type=_address, metavar="HOST:PORT", help="peers or hubs to dial"
+        )
+        role.add_argument(
+            "--host", default="0.0.0.0", help="address to listen on (default: all IPv4)"
+        )
     peer.add_argument("--name", type=_name, help="your name (default: asked, or your login name)")
-    peer.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all IPv4)")
     peer.add_argument("--json", action="store_true", help="transcript as JSON lines")
     peer.add_argument(
         "--history", type=_count, default=1000, help="events kept for catch-up (default 1000)"
@@ -73,15 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument(
         "--degree", type=_count, default=8, help="peers to dial by peer exchange (default 8)"
     )
-
-    hub = roles.add_parser("hub", help="run a central relay (no person behind it)")
-    hub.add_argument("port", type=_port, help="TCP port to listen on (0: any free port)")
-    hub.add_argument("dial", nargs="*", type=_address, metavar="HOST:PORT", help="hubs to link to")
     hub.add_argument("--name", type=_name, default="hub", help="the hub's name (default: hub)")
-    hub.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all IPv4)")
     hub.add_argument("--history", type=_count, default=10000, help="events kept (default 10000)")
     hub.add_argument("--quiet", action="store_true", help="do not log every message")
-    return parser
+    return parser, {"peer": peer, "hub": hub}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    top, roles = build_parser()
+    first = top.parse_args(argv)
+    args = roles[first.role].parse_intermixed_args(first.args)
+    args.role = first.role
+    return args
 
 
 def login_name() -> str:
@@ -248,7 +268,7 @@ def run_hub(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     run = run_hub if args.role == "hub" else run_peer
     try:
         return run(args)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import secrets
 import time
 from collections import deque
@@ -618,13 +619,15 @@ def _peername(stream: trio.abc.Stream) -> tuple[str, int] | None:
 
 
 def _why(exc: BaseException) -> str:
+    """A short reason for a failed dial: "Connection refused", "timed out"."""
     if isinstance(exc, trio.TooSlowError):
         return "timed out"
-    if isinstance(exc, OSError):
-        # open_tcp_stream wraps several attempts; the first cause is the telling one.
-        cause = exc.__cause__ or exc.__context__
-        inner = exc
-        if isinstance(cause, OSError):
-            inner = cause
-        return inner.strerror or str(inner)
+    # open_tcp_stream wraps its attempts: the first underlying error tells.
+    cause = exc.__cause__
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    if isinstance(cause, OSError):
+        exc = cause
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
     return str(exc)

@@ -266,7 +266,9 @@ def new_id() -> str:
 class RawClient:
     """A TCP connection to a node, driven frame by frame from a test."""
 
-    def __init__(self, stream: trio.SocketStream, node_id: str | None = None, name: str = "raw") -> None:
+    def __init__(
+        self, stream: trio.SocketStream, node_id: str | None = None, name: str = "raw"
+    ) -> None:
         self.stream = stream
         self.id = node_id or new_id()
         self.name = name
@@ -277,9 +279,7 @@ class RawClient:
         self.lines: list[bytes] = []  # every line received, raw, in order
 
     @classmethod
-    async def connect(
-        cls, port: int, node_id: str | None = None, name: str = "raw"
-    ) -> RawClient:
+    async def connect(cls, port: int, node_id: str | None = None, name: str = "raw") -> RawClient:
         stream = await trio.open_tcp_stream(HOST, port)
         return cls(stream, node_id, name)
 

@@ -191,10 +191,7 @@ class ChatProcess:
         """The process's output so far, for assertion messages."""
         out = "\n".join(f"    {line}" for line in self.stdout.lines)
         err = "\n".join(f"    {line}" for line in self.stderr.lines)
-        return (
-            f"--- {self.label} (exit code {self.returncode})\n"
-            f"  stdout:\n{out}\n  stderr:\n{err}"
-        )
+        return f"--- {self.label} (exit code {self.returncode})\n  stdout:\n{out}\n  stderr:\n{err}"
 
 
 class ProcessGroup:

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-
 from procs import PYTHON_M, SCRIPT, ChatProcess, ProcessGroup, process_group
 
 CLOCK = r"\d\d:\d\d:\d\d"
@@ -202,7 +201,9 @@ async def test_json_transcript_and_history_for_late_joiners() -> None:
             await bob.wait_stdout(
                 json_event("msg", "alice", history=False, text="after everyone came")
             )
-            await bob.wait_stdout(json_event("msg", "bob", history=False, seq=2, text="bob in json"))
+            await bob.wait_stdout(
+                json_event("msg", "bob", history=False, seq=2, text="bob in json")
+            )
             await alice.wait_stdout(said("bob", "bob in json"))
             await carol.wait_stdout(said("bob", "bob in json"))
             await leave_by_eof(alice, bob, carol)
@@ -239,12 +240,13 @@ async def test_every_way_of_leaving_sends_leave_and_exits_0() -> None:
             await leavers["eof"].close_stdin()
             leavers["sigint"].signal(signal.SIGINT)
             leavers["sigterm"].signal(signal.SIGTERM)
+            codes = {way: await proc.wait() for way, proc in leavers.items()}
             for proc in leavers.values():
-                assert await proc.wait() == 0, proc.describe()
                 await alice.wait_stdout(left(proc.name))
 
             await alice.send_line("/exit")
             assert await alice.wait() == 0, alice.describe()
+            assert codes == dict.fromkeys(ways, 0), group.describe()
             for proc in leavers.values():
                 assert alice.stdout.count(left(proc.name)) == 1, alice.describe()
                 assert alice.stdout.count(lost(proc.name)) == 0, alice.describe()
@@ -277,8 +279,9 @@ async def test_sigkill_in_full_mesh_is_lost_once_and_the_rest_keep_chatting() ->
             await carol.wait_stdout(said("alice", "still here"))
             await carol.send_line("me too")
             await alice.wait_stdout(said("carol", "me too"))
-            await leave_by_eof(alice, carol)
+            await leave_by_eof(carol)
             await alice.wait_stdout(left("carol"))
+            await leave_by_eof(alice)
 
             for proc in survivors:
                 assert proc.stdout.count(lost("bob")) == 1, proc.describe()

@@ -1,0 +1,737 @@
+"""The node and the mesh peer end to end, over real loopback TCP.
+
+Every test runs real :class:`~chat.node.Node` objects on 127.0.0.1, port 0,
+inside the test's nursery, and talks to them as other nodes do or byte by
+byte through :class:`helpers.RawClient`. Waiting is on the thing itself (an
+entry shown, a link up, a frame read, EOF); timers are checked either with
+``autojump_clock`` at their protocol values or with short :class:`Timing`
+values. § refers to docs/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+import trio.testing
+from helpers import HOST, PeerHandle, RawClient, frame_types, new_id, settle, start_peer
+
+from chat.connection import Timing
+from chat.protocol import (
+    MAX_FRAME,
+    Error,
+    Event,
+    Frame,
+    Hello,
+    Peers,
+    Ping,
+    Pong,
+    encode,
+)
+
+# --------------------------------------------------------------------------
+# Small test-local helpers
+
+
+async def wait_texts(handle: PeerHandle, texts: list[str]) -> None:
+    """Wait until ``handle`` has shown every one of ``texts``."""
+    wanted = set(texts)
+    await handle.until(lambda: wanted <= set(handle.texts()))
+
+
+async def full_mesh(nursery: trio.Nursery, *names: str, degree: int = 8) -> list[PeerHandle]:
+    """Peers that each dial the first one; peer exchange fills in the rest."""
+    handles = [await start_peer(nursery, name, degree=degree) for name in names]
+    first, rest = handles[0], handles[1:]
+    for handle in rest:
+        handle.dial(first)
+    for handle in handles:
+        others = [h for h in handles if h is not handle]
+        await handle.wait_linked(*others)
+    return handles
+
+
+async def raw_peer(port: int, name: str = "raw", node_id: str | None = None) -> RawClient:
+    """A raw client that has completed a handshake as a peer (no listen port)."""
+    client = await RawClient.connect(port, node_id, name)
+    await client.handshake()
+    return client
+
+
+# --------------------------------------------------------------------------
+# Flooding, peer exchange, order, history
+
+
+async def test_three_peers_see_every_message_once_and_become_a_mesh(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "alice")
+        b = await start_peer(nursery, "bob")
+        c = await start_peer(nursery, "carol")
+        b.dial(a)
+        await b.wait_linked(a)
+        c.dial(b)
+        # C only dialled B; B's peers frame tells C of A (§7).
+        await c.wait_linked(a, b)
+        await a.wait_linked(b, c)
+        await b.wait_linked(a, c)
+
+        texts = []
+        for handle in (a, b, c):
+            text = f"hello from {handle.node.name}"
+            assert handle.node.say(text) is None
+            texts.append(text)
+        for handle in (a, b, c):
+            await wait_texts(handle, texts)
+        await settle()
+
+        everyone = sorted(h.id for h in (a, b, c))
+        for handle in (a, b, c):
+            assert sorted(handle.texts()) == sorted(texts), handle.node.name
+            joins = sorted(e.origin for e in handle.entries if e.kind == "join")
+            assert joins == everyone, handle.node.name
+            # One connection per pair, whoever dialled whom.
+            assert len(handle.node.links) == 2
+            assert len(handle.node.sessions) == 2
+
+
+async def test_chain_of_degree_one_relays_in_order_once(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "alice", degree=1)
+        b = await start_peer(nursery, "bob", degree=1)
+        c = await start_peer(nursery, "carol", degree=1)
+        b.dial(a)
+        await b.wait_linked(a)
+        c.dial(b)
+        await c.wait_linked(b)
+        await b.wait_links(2)
+
+        texts = [f"message {i}" for i in range(1, 31)]
+        for text in texts:
+            assert a.node.say(text) is None
+        await c.wait_text(texts[-1])
+        await settle()
+
+        assert c.texts() == texts
+        assert all(e.origin == a.id for e in c.entries if e.kind == "msg")
+        # Degree 1: peer exchange made no shortcut around B.
+        assert set(a.node.links) == {b.id}
+        assert set(c.node.links) == {b.id}
+        # B forwarded A's bytes unchanged (§5).
+        for seq in range(1, len(texts) + 2):
+            sent = a.node.history.get((a.id, seq))
+            got = c.node.history.get((a.id, seq))
+            assert sent is not None
+            assert got is not None
+            assert got.raw == sent.raw
+
+
+async def test_late_joiner_gets_history(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "alice")
+        b = await start_peer(nursery, "bob")
+        b.dial(a)
+        await b.wait_linked(a)
+        a.node.say("early from alice")
+        b.node.say("early from bob")
+        await wait_texts(a, ["early from alice", "early from bob"])
+        await wait_texts(b, ["early from alice", "early from bob"])
+
+        c = await start_peer(nursery, "carol")
+        c.dial(b)
+        await wait_texts(c, ["early from alice", "early from bob"])
+        assert c.texts() == ["early from alice", "early from bob"]
+        for entry in c.entries:
+            if entry.kind == "msg" or (entry.kind == "join" and entry.origin != c.id):
+                assert entry.history, entry
+        own_join = [e for e in c.entries if e.kind == "join" and e.origin == c.id]
+        assert len(own_join) == 1
+        assert not own_join[0].history
+
+        a.node.say("live")
+        live = await c.wait_text("live")
+        assert not live.history
+
+
+async def test_cut_groups_chat_apart_then_exchange_what_they_missed(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(5):
+        # A - B - C - D, degree 1 so that peer exchange adds no link.
+        a, b, c, d = [await start_peer(nursery, n, degree=1) for n in ("a", "b", "c", "d")]
+        b.dial(a)
+        d.dial(c)
+        await b.wait_linked(a)
+        await d.wait_linked(c)
+        c.dial(b, persistent=False)
+        await b.wait_linked(a, c)
+        await c.wait_linked(b, d)
+
+        a.node.say("before the cut")
+        await d.wait_text("before the cut")
+
+        # Cut B - C: B closes its end.
+        b.node.links[c.id].conn.finish("cut by the test")
+        await b.wait_unlinked(c)
+        await c.wait_unlinked(b)
+
+        a.node.say("west only")
+        d.node.say("east only")
+        b.node.say("west too")
+        c.node.say("east too")
+        await wait_texts(a, ["west only", "west too"])
+        await wait_texts(b, ["west only", "west too"])
+        await wait_texts(c, ["east only", "east too"])
+        await wait_texts(d, ["east only", "east too"])
+        await settle()
+        for handle in (a, b):
+            assert sorted(handle.texts()) == ["before the cut", "west only", "west too"]
+        for handle in (c, d):
+            assert sorted(handle.texts()) == ["before the cut", "east only", "east too"]
+
+        # Re-join (the other way round this time): catch-up both ways (§6).
+        b.dial(c, persistent=False)
+        everything = ["before the cut", "east only", "east too", "west only", "west too"]
+        for handle in (a, b, c, d):
+            await wait_texts(handle, everything)
+        await settle()
+        for handle in (a, b, c, d):
+            assert sorted(handle.texts()) == everything, handle.node.name
+            # Late arrivals after a cut keep their own time and are not history.
+            assert not any(e.history for e in handle.entries if e.kind == "msg")
+
+
+# --------------------------------------------------------------------------
+# Departures
+
+
+async def test_vanished_node_is_shown_lost_once(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a, b, c = await full_mesh(nursery, "a", "b", "c")
+        # X is linked to both A and B (two connections, one node id).
+        x_to_a = await raw_peer(a.port, "xavier")
+        x_to_b = await raw_peer(b.port, "xavier", node_id=x_to_a.id)
+        x = x_to_a.id
+        await x_to_a.join()
+        for handle in (a, b, c):
+            await handle.wait_entry(lambda e: e.kind == "join" and e.origin == x)
+
+        # X vanishes without a leave: one socket reset, one plainly closed.
+        await x_to_a.reset()
+        await x_to_b.aclose()
+        for handle in (a, b, c):
+            await handle.wait_entry(
+                lambda e: e.kind == "lost" and e.event is not None and e.event.node == x
+            )
+
+        # A third report of the same departure changes nothing (§4).
+        y = await raw_peer(c.port, "yves")
+        await y.send_frame(y.event("lost", node=x))
+        await y.say("after the report")
+        for handle in (a, b, c):
+            await handle.wait_text("after the report")
+        await settle()
+        for handle in (a, b, c):
+            assert len(handle.about("lost", x)) == 1, handle.node.name
+            member = handle.node.members.get(x)
+            assert member is not None
+            assert not member.present
+
+        # Heard from again: present again (§4).
+        back = await raw_peer(a.port, "xavier", node_id=x)
+        back.seq = 1
+        await back.say("I am back")
+        for handle in (a, b, c):
+            await handle.wait_text("I am back")
+            member = handle.node.members.get(x)
+            assert member is not None
+            assert member.present
+
+
+async def test_stop_is_a_leave_and_cancel_is_lost_each_shown_once(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(5):
+        a, b, c, d = await full_mesh(nursery, "a", "b", "c", "d")
+
+        c.node.stop()
+        for handle in (a, b, d):
+            await handle.wait_entry(lambda e: e.kind == "leave" and e.origin == c.id)
+            await handle.wait_unlinked(c)
+
+        d.scope.cancel()  # a crash: the sockets close, no leave is sent
+        for handle in (a, b):
+            await handle.wait_entry(
+                lambda e: e.kind == "lost" and e.event is not None and e.event.node == d.id
+            )
+            await handle.wait_unlinked(d)
+
+        a.node.say("still here")
+        await b.wait_text("still here")
+        await settle()
+        for handle in (a, b):
+            assert len(handle.about("leave", c.id)) == 1
+            assert handle.about("lost", c.id) == []
+            assert len(handle.about("lost", d.id)) == 1
+            assert handle.about("leave", d.id) == []
+
+
+# --------------------------------------------------------------------------
+# Handshake rules (§3)
+
+
+async def test_simultaneous_dial_keeps_one_connection(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "a")
+        b = await start_peer(nursery, "b")
+        a.dial(b)
+        b.dial(a)
+
+        def settled(me: PeerHandle, other: PeerHandle) -> bool:
+            node = me.node
+            # Both connections were made (one dialled, one accepted) and
+            # only one is left.
+            return len(node.opened) >= 2 and len(node.sessions) == 1 and other.id in node.links
+
+        await a.until(lambda: settled(a, b))
+        await b.until(lambda: settled(b, a))
+        await settle()
+
+        assert len(a.node.opened) == 2
+        assert len(b.node.opened) == 2
+        assert len(a.node.sessions) == len(b.node.sessions) == 1
+        a_link = a.node.links[b.id]
+        b_link = b.node.links[a.id]
+        a_stream, b_stream = a_link.conn.stream, b_link.conn.stream
+        assert isinstance(a_stream, trio.SocketStream)
+        assert isinstance(b_stream, trio.SocketStream)
+        # Both sides kept the same TCP connection...
+        assert a_stream.socket.getsockname() == b_stream.socket.getpeername()
+        # ...the one dialled by the smaller id.
+        dialler = a if a_link.conn.outgoing else b
+        assert dialler.id == min(a.id, b.id)
+        # Closing the duplicate was no departure.
+        assert not any(e.kind in ("lost", "leave") for e in a.entries + b.entries)
+
+        a.node.say("one link")
+        await b.wait_text("one link")
+        await settle()
+        assert b.texts() == ["one link"]
+
+
+async def test_node_dialling_itself_gives_up(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "a")
+        a.dial(a)
+        await a.until(lambda: len(a.node.opened) == 2 and not a.node.sessions)
+        await settle()
+        assert len(a.node.opened) == 2
+        assert a.node.links == {}
+        assert not any(e.kind == "lost" for e in a.entries)
+
+
+async def test_hello_with_own_id_is_closed_without_error(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "a")
+        client = await RawClient.connect(a.port, a.id, "mirror")
+        await client.send_frame(client.hello())
+        answer = await client.receive_frame()
+        assert isinstance(answer, Hello)
+        assert answer.node == a.id
+        rest = await client.expect_eof()
+        assert rest == [], frame_types(rest)
+
+
+async def test_unsupported_protocol_gets_hello_then_error(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "a")
+        client = await RawClient.connect(a.port)
+        await client.send_frame(client.hello(proto=2))
+        answer = await client.receive_frame()
+        assert isinstance(answer, Hello)
+        assert answer.node == a.id
+        assert answer.proto == 1
+        error = await client.receive_frame()
+        assert isinstance(error, Error)
+        assert error.code == "unsupported_protocol"
+        rest = await client.expect_eof()
+        assert rest == [], frame_types(rest)
+
+
+async def test_node_answers_hello_with_its_own(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "alice")
+        a.node.say("before you came")
+        client = await RawClient.connect(a.port)
+        answer = await client.handshake()
+        assert answer.node == a.id
+        assert answer.name == "alice"
+        assert answer.role == "peer"
+        assert answer.listen == a.port
+        assert answer.have == {a.id: 2}
+        # Then everything we lack, oldest first (§3, §6).
+        join = await client.expect(Event)
+        msg = await client.expect(Event)
+        assert (join.kind, join.seq, msg.kind, msg.seq) == ("join", 1, "msg", 2)
+        assert msg.text == "before you came"
+
+
+# --------------------------------------------------------------------------
+# Malformed input (§1): the right error, that connection closed, others fine
+
+_X = "0" * 32
+_GOOD_MSG = {"type": "msg", "origin": _X, "seq": 1, "ts": 1.0, "name": "x", "text": "hi"}
+
+
+def _hello_line(**change: object) -> bytes:
+    fields: dict[str, object] = {
+        "type": "hello",
+        "proto": 1,
+        "node": new_id(),
+        "name": "bad",
+        "role": "peer",
+        "listen": None,
+        "have": {},
+    }
+    fields.update(change)
+    for key in [k for k, v in change.items() if v is _MISSING]:
+        del fields[key]
+    return _line(fields)
+
+
+def _msg_line(**change: object) -> bytes:
+    fields: dict[str, object] = dict(_GOOD_MSG)
+    fields.update(change)
+    for key in [k for k, v in change.items() if v is _MISSING]:
+        del fields[key]
+    return _line(fields)
+
+
+def _line(fields: dict[str, object]) -> bytes:
+    return json.dumps(fields).encode() + b"\n"
+
+
+_MISSING = object()
+
+# First line starting with "{" but not a well-formed hello: only the error.
+BEFORE_HELLO = {
+    "bad json": (b'{"type": "hello", "proto": 1,\n', "bad_frame"),
+    "invalid utf-8": (b'{"type": "hello", "name": "\xff\xfe"}\n', "bad_frame"),
+    "missing field": (_hello_line(node=_MISSING), "bad_frame"),
+    "ill-typed field": (_hello_line(proto="1"), "bad_frame"),
+    "not a hello": (encode(Ping(1)), "bad_frame"),
+    "an event first": (_msg_line(), "bad_frame"),
+    "frame too long": (b"{" + b"x" * MAX_FRAME, "frame_too_long"),
+}
+
+# After a good handshake, on an established link.
+AFTER_HELLO = {
+    "bad json": (b'{"type": "msg", "origin": \n', "bad_frame"),
+    "invalid utf-8": (_msg_line(text="caf@").replace(b"@", b"\xe9"), "bad_frame"),
+    "non-object list": (b"[1, 2, 3]\n", "bad_frame"),
+    "non-object string": (b'"hello"\n', "bad_frame"),
+    "non-object null": (b"null\n", "bad_frame"),
+    "missing field": (_msg_line(text=_MISSING), "bad_frame"),
+    "missing type": (_msg_line(type=_MISSING), "bad_frame"),
+    "ill-typed seq": (_msg_line(seq="1"), "bad_frame"),
+    "ill-typed origin": (_msg_line(origin="not-a-node-id"), "bad_frame"),
+    "ill-typed ping nonce": (b'{"type": "ping", "nonce": [1]}\n', "bad_frame"),
+    "frame too long": (b'{"type": "msg", "text": "' + b"a" * MAX_FRAME, "frame_too_long"),
+    "long line with newline": (b'{"pad": "' + b"a" * MAX_FRAME + b'"}\n', "frame_too_long"),
+}
+
+
+async def _bystander_still_chats(a: PeerHandle, bystander: RawClient, text: str) -> None:
+    """The other client's link works both ways after the bad one went."""
+    await bystander.say(f"{text} (bystander)")
+    await a.wait_text(f"{text} (bystander)")
+    a.node.say(f"{text} (node)")
+    await bystander.expect_event(lambda e: e.text == f"{text} (node)")
+    assert bystander.id in a.node.links
+
+
+@pytest.mark.parametrize("case", sorted(BEFORE_HELLO))
+async def test_malformed_first_line(nursery: trio.Nursery, case: str) -> None:
+    data, code = BEFORE_HELLO[case]
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "a")
+        bystander = await raw_peer(a.port, "bystander")
+        await bystander.join()
+        bad = await RawClient.connect(a.port)
+        await bad.send(data)
+        # No hello to a first line that is not a well-formed hello (§3).
+        error = await bad.receive_frame()
+        assert isinstance(error, Error), error
+        assert error.code == code
+        rest = await bad.expect_eof()
+        assert rest == [], frame_types(rest)
+        await _bystander_still_chats(a, bystander, case)
+
+
+@pytest.mark.parametrize("case", sorted(AFTER_HELLO))
+async def test_malformed_frame_on_established_link(nursery: trio.Nursery, case: str) -> None:
+    data, code = AFTER_HELLO[case]
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "a")
+        bystander = await raw_peer(a.port, "bystander")
+        await bystander.join()
+        bad = await raw_peer(a.port, "bad")
+        await a.wait_linked(bad.id)
+        await bad.send(data)
+        skipped: list[Frame] = []
+        error = await bad.expect(Error, skipped)
+        assert error.code == code
+        # Only link-local frames and events came before it.
+        assert all(isinstance(f, (Peers, Event)) for f in skipped), frame_types(skipped)
+        rest = await bad.expect_eof()
+        assert rest == [], frame_types(rest)
+        await a.wait_unlinked(bad.id)
+        await _bystander_still_chats(a, bystander, case)
+
+
+# --------------------------------------------------------------------------
+# Link-local frames, forward compatibility, forwarding
+
+
+async def test_ping_gets_pong_with_the_same_nonce(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "a")
+        client = await raw_peer(a.port)
+        for nonce in (42, "n-\u00e9", 0, 2**70):
+            await client.send_frame(Ping(nonce))
+            pong = await client.expect(Pong)
+            assert pong.nonce == nonce
+            assert type(pong.nonce) is type(nonce)
+
+
+async def test_unknown_types_and_fields_are_ignored(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "a")
+        client = await RawClient.connect(a.port, name="future")
+        hello = client.hello()
+        line = encode(hello)[:-2] + b',"colour":"blue","caps":{"x":[1,2]}}\n'
+        await client.send(line)
+        answer = await client.expect(Hello)
+        assert answer.node == a.id
+        await a.wait_linked(client.id)
+
+        await client.send(b'{"type":"reaction","emoji":"+1","origin":"whatever"}\n')
+        await client.send(b'{"type":"ping","nonce":7,"extra":true}\n')
+        pong = await client.expect(Pong)
+        assert pong.nonce == 7
+        await client.join()
+        msg = client.event("msg", text="with extras")
+        await client.send(msg.raw[:-2] + b',"mood":"happy","reply_to":null}\n')
+        await a.wait_text("with extras")
+        await client.send_frame(Ping(8))
+        assert (await client.expect(Pong)).nonce == 8
+        assert client.id in a.node.links
+
+
+async def test_events_are_forwarded_byte_for_byte(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a = await start_peer(nursery, "a")
+        sender = await raw_peer(a.port, "sender")
+        receiver = await raw_peer(a.port, "receiver")
+        await a.wait_linked(sender.id, receiver.id)
+        join = await sender.join()
+        got = await receiver.expect_event(lambda e: e.origin == sender.id and e.seq == 1)
+        assert receiver.lines[-1] == join.raw
+
+        # Odd spacing, key order, escapes, an extra field, CRLF ending.
+        body = (
+            b'{ "seq" : 2, "text":"caf\\u00e9 \xc3\xa9 \\"q\\"","type":"msg",'
+            b'"origin":"' + sender.id.encode() + b'", "ts":1.7e9,"name":"sender",'
+            b'"extra":[1, {"a": null}] }'
+        )
+        await sender.send(body + b"\r\n")
+        got = await receiver.expect_event(lambda e: e.origin == sender.id and e.seq == 2)
+        assert got.text == 'café é "q"'
+        assert receiver.lines[-1] == body + b"\n"
+        # The node keeps the same bytes for catch-up.
+        kept = a.node.history.get((sender.id, 2))
+        assert kept is not None
+        assert kept.raw == body + b"\n"
+
+        # And a late comer gets those bytes too.
+        late = await RawClient.connect(a.port, name="late")
+        await late.handshake()
+        await late.expect_event(lambda e: e.origin == sender.id and e.seq == 2)
+        assert late.lines[-1] == body + b"\n"
+
+
+async def test_own_events_are_never_sent_back(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a, b, c = await full_mesh(nursery, "a", "b", "c")
+        p = await raw_peer(a.port, "p")
+        q = await raw_peer(a.port, "q")
+        await a.wait_linked(p.id, q.id)
+        await p.join()
+        await p.say("from p")
+        for handle in (a, b, c):
+            await handle.wait_text("from p")
+        # A link is in order: what A sent P before Q's message came first.
+        await q.join()
+        await q.say("from q")
+        skipped: list[Frame] = []
+        await p.expect_event(lambda e: e.origin == q.id and e.kind == "msg", skipped)
+        echoed = [f for f in skipped if isinstance(f, Event) and f.origin == p.id]
+        assert echoed == []
+
+        # Catch-up skips them too, even when P's hello claims to have nothing.
+        await p.aclose()
+        await a.wait_unlinked(p.id)
+        again = await RawClient.connect(a.port, p.id, "p")
+        await again.handshake(have={})
+        await again.send_frame(Ping("end of catch-up"))
+        skipped = []
+        await again.expect(Pong, skipped)
+        events = [f for f in skipped if isinstance(f, Event)]
+        assert [e.origin for e in events if e.origin == p.id] == []
+        assert {(e.origin, e.kind) for e in events} >= {(q.id, "join"), (q.id, "msg")}
+        assert {e.origin for e in events} >= {a.id, b.id, c.id}
+
+
+async def test_peers_frame_lists_dialable_peers(nursery: trio.Nursery) -> None:
+    with trio.fail_after(5):
+        a, b = await full_mesh(nursery, "a", "b")
+        client = await raw_peer(a.port)
+        peers = await client.expect(Peers)
+        assert [(p.node, p.addr) for p in peers.peers] == [(b.id, f"{HOST}:{b.port}")]
+
+
+# --------------------------------------------------------------------------
+# Timers: handshake, keepalive, dead link (§3, §7), hold-back (§5)
+
+
+async def test_silent_client_gets_handshake_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(11):  # the protocol's 10 s, on the virtual clock
+        a = await start_peer(nursery, "a")
+        client = await RawClient.connect(a.port)
+        start = trio.current_time()
+        error = await client.receive_frame()
+        assert isinstance(error, Error)
+        assert error.code == "handshake_timeout"
+        assert 10 <= trio.current_time() - start < 10.5
+        assert await client.expect_eof() == []
+
+
+async def test_short_handshake_timeout_on_real_clock(nursery: trio.Nursery) -> None:
+    with trio.fail_after(3):
+        a = await start_peer(nursery, "a", timing=Timing(handshake=0.2))
+        client = await RawClient.connect(a.port)
+        start = trio.current_time()
+        error = await client.receive_frame()
+        assert isinstance(error, Error)
+        assert error.code == "handshake_timeout"
+        assert trio.current_time() - start >= 0.2
+        assert await client.expect_eof() == []
+
+
+async def test_idle_link_gets_ping_then_dead_link_is_lost(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(50):  # 45 s of silence, on the virtual clock
+        a = await start_peer(nursery, "a")
+        client = await raw_peer(a.port, "silent")
+        await client.join()
+        await a.wait_entry(lambda e: e.kind == "join" and e.origin == client.id)
+        quiet_since = trio.current_time()
+        # Nothing sent for 15 s: ping (§7).
+        await client.expect(Ping)
+        assert 15 <= trio.current_time() - quiet_since < 15.5
+        # Nothing received for 45 s: closed and lost.
+        await client.expect_eof()
+        assert 45 <= trio.current_time() - quiet_since < 45.5
+        await a.wait_entry(
+            lambda e: e.kind == "lost" and e.event is not None and e.event.node == client.id
+        )
+        assert client.id not in a.node.links
+
+
+async def test_dead_link_on_real_clock_is_lost(nursery: trio.Nursery) -> None:
+    with trio.fail_after(3):
+        timing = Timing(ping_after=0.05, dead_after=0.3)
+        a = await start_peer(nursery, "a", timing=timing)
+        client = await raw_peer(a.port, "silent")
+        await client.join()
+        start = trio.current_time()
+        frames = await client.expect_eof()
+        assert trio.current_time() - start >= 0.3
+        assert any(isinstance(f, Ping) for f in frames), frame_types(frames)
+        lost = await a.wait_entry(
+            lambda e: e.kind == "lost" and e.event is not None and e.event.node == client.id
+        )
+        assert lost.who == "silent"
+
+
+async def test_pongs_keep_a_quiet_link_alive(nursery: trio.Nursery) -> None:
+    with trio.fail_after(3):
+        timing = Timing(ping_after=0.02, dead_after=0.2)
+        a = await start_peer(nursery, "a", timing=timing)
+        client = await raw_peer(a.port)
+        start = trio.current_time()
+        # Answer pings for well past dead_after: the link stays.
+        while trio.current_time() - start < 4 * timing.dead_after:
+            ping = await client.expect(Ping)
+            await client.send_frame(Pong(ping.nonce))
+        assert client.id in a.node.links
+        assert not any(e.kind == "lost" for e in a.entries)
+
+
+async def test_gap_is_held_back_then_reported(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(10):
+        a = await start_peer(nursery, "a")
+        client = await raw_peer(a.port, "gappy")
+        x = client.id
+        events = {1: client.event("join")}
+        for seq in (2, 3, 4):
+            events[seq] = client.event("msg", text=f"m{seq}")
+        await client.send_frame(events[1])
+        await a.wait_entry(lambda e: e.kind == "join" and e.origin == x)
+        sent = trio.current_time()
+        await client.send_frame(events[3])
+        third = await a.wait_text("m3")
+        # Held back for the protocol's 5 s, then shown after the gap (§5).
+        assert 5 <= trio.current_time() - sent < 5.5
+        at = a.entries.index(third)
+        gap = a.entries[at - 1]
+        assert gap.kind == "gap"
+        assert gap.missed == 1
+        assert gap.origin == x
+        assert gap.who == "gappy"
+
+        # The missing one arriving late is a duplicate; the next is on time.
+        await client.send_frame(events[2])
+        await client.send_frame(events[4])
+        await a.wait_text("m4")
+        await settle()
+        assert [e.text for e in a.entries if e.origin == x and e.kind == "msg"] == ["m3", "m4"]
+        assert len([e for e in a.entries if e.kind == "gap"]) == 1
+
+
+async def test_gap_filled_in_time_is_not_reported(nursery: trio.Nursery) -> None:
+    with trio.fail_after(3):
+        a = await start_peer(nursery, "a", hold_back=2.0)
+        client = await raw_peer(a.port, "orderly")
+        x = client.id
+        events = [client.event("join"), *(client.event("msg", text=f"m{i}") for i in (2, 3, 4))]
+        await client.send_frame(events[0])
+        await client.send_frame(events[3])
+        await client.send_frame(events[2])
+        await settle()
+        assert [e.text for e in a.entries if e.origin == x and e.kind == "msg"] == []
+        await client.send_frame(events[1])
+        await a.wait_text("m4")
+        assert [e.text for e in a.entries if e.origin == x and e.kind == "msg"] == [
+            "m2",
+            "m3",
+            "m4",
+        ]
+        assert not any(e.kind == "gap" for e in a.entries)

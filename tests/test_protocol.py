@@ -1,0 +1,1260 @@
+"""Bytes-only tests of the wire protocol (PROTOCOL.md §1-§7, §9 framing).
+
+After h11's tests: every parser is fed whole, in every split, one byte at a
+time and with trailing data; every required field of every frame type is
+removed and mistyped; hypothesis checks that chunking never changes the
+result and that encode/parse round-trip.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chat.protocol import (
+    MAX_FRAME,
+    MAX_NAME,
+    MAX_TEXT,
+    Decoder,
+    Error,
+    Event,
+    EventKind,
+    Frame,
+    Hello,
+    PeerInfo,
+    Peers,
+    Ping,
+    Pong,
+    ProtocolError,
+    Role,
+    TextLine,
+    Unknown,
+    encode,
+    join_addr,
+    make_event,
+    name_problem,
+    parse_frame,
+    split_addr,
+    text_problem,
+)
+
+A = "0123456789abcdef" * 2
+B = "fedcba9876543210" * 2
+C = "c0ffee00" * 4
+TS = 1763700000.123
+
+EVENT_KINDS: tuple[EventKind, ...] = ("join", "msg", "nick", "leave", "lost")
+ROLES: tuple[Role, ...] = ("peer", "hub")
+
+# One well-formed frame of every type (§3, §4, §7).
+VALID: dict[str, dict[str, Any]] = {
+    "hello": {
+        "type": "hello",
+        "proto": 1,
+        "node": A,
+        "name": "alice",
+        "role": "peer",
+        "listen": 8081,
+        "have": {B: 3},
+    },
+    "join": {"type": "join", "origin": A, "seq": 1, "ts": TS, "name": "alice"},
+    "msg": {"type": "msg", "origin": A, "seq": 2, "ts": TS, "name": "alice", "text": "hello"},
+    "nick": {"type": "nick", "origin": A, "seq": 3, "ts": TS, "name": "alice2"},
+    "leave": {"type": "leave", "origin": A, "seq": 4, "ts": TS, "name": "alice2"},
+    "lost": {"type": "lost", "origin": A, "seq": 5, "ts": TS, "name": "hub", "node": B},
+    "peers": {"type": "peers", "peers": [{"node": B, "name": "bob", "addr": "127.0.0.1:8082"}]},
+    "ping": {"type": "ping", "nonce": 42},
+    "pong": {"type": "pong", "nonce": 42},
+    "error": {"type": "error", "code": "bad_frame", "message": "why"},
+}
+
+EXPECTED: dict[str, Frame] = {
+    "hello": Hello(A, "alice", "peer", 8081, {B: 3}, 1),
+    "join": Event("join", A, 1, TS, "alice"),
+    "msg": Event("msg", A, 2, TS, "alice", text="hello"),
+    "nick": Event("nick", A, 3, TS, "alice2"),
+    "leave": Event("leave", A, 4, TS, "alice2"),
+    "lost": Event("lost", A, 5, TS, "hub", node=B),
+    "peers": Peers((PeerInfo(B, "bob", "127.0.0.1:8082"),)),
+    "ping": Ping(42),
+    "pong": Pong(42),
+    "error": Error("bad_frame", "why"),
+}
+
+
+def obj(kind: str, **changes: Any) -> dict[str, Any]:
+    """A deep copy of the valid ``kind`` frame with ``changes`` applied."""
+    out = copy.deepcopy(VALID[kind])
+    out.update(changes)
+    return out
+
+
+def line_of(value: Any, ending: bytes = b"\n") -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + ending
+
+
+def assert_bad(line: bytes, code: str = "bad_frame") -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        parse_frame(line)
+    assert info.value.code == code
+    assert info.value.message
+    return info.value
+
+
+def decode_after_hello(line: bytes) -> Decoder:
+    """A JSON-mode decoder (its first line a hello) then fed ``line``."""
+    decoder = Decoder()
+    first = line_of(VALID["hello"])
+    assert decoder.feed(first) == [EXPECTED["hello"]]
+    assert decoder.feed(line) == []
+    return decoder
+
+
+# --------------------------------------------------------------------------
+# Well-formed frames
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+def test_every_valid_frame_parses(kind: str) -> None:
+    assert parse_frame(line_of(VALID[kind])) == EXPECTED[kind]
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+def test_every_valid_frame_through_the_decoder(kind: str) -> None:
+    decoder = Decoder()
+    assert decoder.feed(line_of(VALID["hello"]) + line_of(VALID[kind])) == [
+        EXPECTED["hello"],
+        EXPECTED[kind],
+    ]
+    assert decoder.error is None
+    assert decoder.plain_text is False
+
+
+def test_hello_listen_null_and_empty_have() -> None:
+    frame = parse_frame(line_of(obj("hello", listen=None, have={}, role="hub")))
+    assert frame == Hello(A, "alice", "hub", None, {}, 1)
+
+
+def test_hello_other_proto_is_parsed_for_the_node_to_refuse() -> None:
+    # unsupported_protocol is the node's decision after answering (§3).
+    frame = parse_frame(line_of(obj("hello", proto=2)))
+    assert isinstance(frame, Hello)
+    assert frame.proto == 2
+
+
+def test_hello_boundaries() -> None:
+    for port in (1, 65535):
+        frame = parse_frame(line_of(obj("hello", listen=port, have={B: 0, C: 10**6})))
+        assert isinstance(frame, Hello)
+        assert frame.listen == port
+        assert frame.have == {B: 0, C: 10**6}
+
+
+def test_peers_empty_and_ipv6() -> None:
+    assert parse_frame(line_of(obj("peers", peers=[]))) == Peers(())
+    entry = {"node": C, "name": "carol", "addr": "[::1]:9000"}
+    assert parse_frame(line_of(obj("peers", peers=[entry]))) == Peers(
+        (PeerInfo(C, "carol", "[::1]:9000"),)
+    )
+
+
+def test_ping_nonce_may_be_a_string() -> None:
+    assert parse_frame(line_of({"type": "ping", "nonce": "abc"})) == Ping("abc")
+    assert parse_frame(line_of({"type": "pong", "nonce": "abc"})) == Pong("abc")
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "x" * MAX_NAME, "é" * MAX_NAME, "🦀" * MAX_NAME, "bob smith", "Ünïcödé"]
+)
+def test_names_within_the_rules_are_accepted(name: str) -> None:
+    frame = parse_frame(line_of(obj("join", name=name)))
+    assert isinstance(frame, Event)
+    assert frame.name == name
+
+
+def test_name_with_outer_spaces_is_a_valid_display_name_on_the_wire() -> None:
+    # §2: a name is 1..32 characters without control characters; nothing
+    # forbids spaces, so a conforming remote must not be cut off for one.
+    for name in (" alice", "alice ", " "):
+        frame = parse_frame(line_of(obj("join", name=name)))
+        assert isinstance(frame, Event)
+        assert frame.name == name
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x", "x" * MAX_TEXT, "🦀" * MAX_TEXT, "tab\there", "cr\rhere", "\x1b[31mred", "a\u2028b"],
+)
+def test_msg_texts_within_the_rules_are_accepted(text: str) -> None:
+    # §4: any character but a raw newline and NUL.
+    frame = parse_frame(line_of(obj("msg", text=text)))
+    assert isinstance(frame, Event)
+    assert frame.text == text
+
+
+def test_unknown_type_is_ignored() -> None:
+    assert parse_frame(line_of({"type": "future", "x": [1, {"y": None}]})) == Unknown("future")
+    # Case matters: "Hello" is not "hello".
+    assert parse_frame(line_of(obj("hello", type="Hello"))) == Unknown("Hello")
+
+
+def test_unknown_type_through_the_decoder_does_not_stop_it() -> None:
+    decoder = Decoder()
+    stream = line_of({"type": "future"}) + line_of(VALID["ping"])
+    assert decoder.feed(stream) == [Unknown("future"), Ping(42)]
+    assert decoder.error is None
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+def test_unknown_fields_are_ignored(kind: str) -> None:
+    extra = obj(kind, future_field={"a": [1, 2]}, another="x")
+    assert parse_frame(line_of(extra)) == EXPECTED[kind]
+
+
+def test_unknown_fields_in_peer_entries_are_ignored() -> None:
+    entry = {"node": B, "name": "bob", "addr": "127.0.0.1:8082", "tls": True}
+    assert parse_frame(line_of(obj("peers", peers=[entry]))) == EXPECTED["peers"]
+
+
+def test_fields_of_other_event_kinds_are_ignored() -> None:
+    # text on a join, node on a msg: unknown fields for that kind.
+    join = parse_frame(line_of(obj("join", text="ignored", node=B)))
+    assert join == EXPECTED["join"]
+    assert isinstance(join, Event)
+    assert join.text == ""
+    assert join.node == ""
+
+
+def test_error_code_and_message() -> None:
+    frame = parse_frame(line_of({"type": "error", "code": "frame_too_long", "message": "big"}))
+    assert frame == Error("frame_too_long", "big")
+
+
+# --------------------------------------------------------------------------
+# Missing and ill-typed fields (§1: bad_frame)
+
+REQUIRED: list[tuple[str, str]] = [
+    *(("hello", f) for f in ("type", "proto", "node", "name", "role", "have")),
+    *((k, f) for k in EVENT_KINDS for f in ("type", "origin", "seq", "ts", "name")),
+    ("msg", "text"),
+    ("lost", "node"),
+    ("peers", "peers"),
+    ("ping", "nonce"),
+    ("pong", "nonce"),
+    ("error", "code"),
+]
+
+
+@pytest.mark.parametrize(("kind", "field"), REQUIRED, ids=[f"{k}-{f}" for k, f in REQUIRED])
+def test_missing_required_field(kind: str, field: str) -> None:
+    value = obj(kind)
+    del value[field]
+    assert_bad(line_of(value))
+
+
+@pytest.mark.parametrize("field", ["node", "name", "addr"])
+def test_missing_field_in_peer_entry(field: str) -> None:
+    entry = dict(VALID["peers"]["peers"][0])
+    del entry[field]
+    assert_bad(line_of(obj("peers", peers=[entry])))
+
+
+NOT_AN_INT: list[Any] = [True, False, 1.0, 1.5, "1", None, [], {}]
+BAD_IDS: list[Any] = [
+    A.upper(),
+    A[:-1],
+    A + "0",
+    "g" * 32,
+    " " + A[1:],
+    A[:-1] + "\n",
+    "",
+    5,
+    None,
+    [A],
+]
+BAD_NAMES: list[Any] = [
+    "",
+    "x" * (MAX_NAME + 1),
+    "é" * (MAX_NAME + 1),
+    "a\x07b",
+    "a\nb",
+    "a\tb",
+    "a\x00b",
+    "\x1b[2J",
+    "a\x7fb",
+    "a\x85b",
+    "a\x9bb",
+    "\ud800",
+    5,
+    None,
+    ["alice"],
+]
+BAD_TEXTS: list[Any] = [
+    "",
+    "x" * (MAX_TEXT + 1),
+    "🦀" * (MAX_TEXT + 1),
+    "a\nb",
+    "hello\n",
+    "a\x00b",
+    "\udfff",
+    5,
+    None,
+    ["hi"],
+]
+BAD_TS: list[Any] = [True, False, "1", None, [], {}, 10**400, -(10**400)]
+BAD_SEQ: list[Any] = [0, -1, *NOT_AN_INT]
+
+ILL_TYPED: list[tuple[str, str, Any]] = [
+    *(("hello", "type", v) for v in (5, None, True, ["hello"])),
+    *(("hello", "proto", v) for v in NOT_AN_INT),
+    *(("hello", "node", v) for v in BAD_IDS),
+    *(("hello", "name", v) for v in BAD_NAMES),
+    *(("hello", "role", v) for v in ("client", "Peer", "", 1, None, True)),
+    *(("hello", "listen", v) for v in (0, -1, 65536, True, False, 8081.0, "8081", [], {})),
+    *(
+        ("hello", "have", v)
+        for v in (
+            [],
+            "x",
+            None,
+            1,
+            True,
+            {"xyz": 1},
+            {A.upper(): 1},
+            {B: -1},
+            {B: True},
+            {B: 1.0},
+            {B: "1"},
+            {B: None},
+        )
+    ),
+    *((k, "type", v) for k in EVENT_KINDS for v in (5, None, False)),
+    *((k, "origin", v) for k in EVENT_KINDS for v in BAD_IDS),
+    *((k, "seq", v) for k in EVENT_KINDS for v in BAD_SEQ),
+    *((k, "ts", v) for k in EVENT_KINDS for v in BAD_TS),
+    *((k, "name", v) for k in EVENT_KINDS for v in BAD_NAMES),
+    *(("msg", "text", v) for v in BAD_TEXTS),
+    *(("lost", "node", v) for v in BAD_IDS),
+    *(("peers", "peers", v) for v in ("x", None, {}, 1, [1], ["x"], [None], [[]])),
+    *(("ping", "nonce", v) for v in (True, False, 1.5, None, [], {})),
+    *(("pong", "nonce", v) for v in (True, False, 1.5, None, [], {})),
+    *(("error", "code", v) for v in (5, None, True, [], {})),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    ILL_TYPED,
+    ids=[f"{k}-{f}-{i}" for i, (k, f, _) in enumerate(ILL_TYPED)],
+)
+def test_ill_typed_field(kind: str, field: str, value: Any) -> None:
+    assert_bad(line_of(obj(kind, **{field: value})))
+
+
+BAD_ADDRS: list[Any] = [
+    "127.0.0.1",
+    "127.0.0.1:",
+    ":8082",
+    "127.0.0.1:0",
+    "127.0.0.1:65536",
+    "127.0.0.1:80a",
+    "::1:8082",
+    "a b:80",
+    "",
+    "127.0.0.1:²",
+    8082,
+    None,
+]
+PEER_ENTRY_FAULTS: list[tuple[str, Any]] = [
+    *(("node", v) for v in BAD_IDS),
+    *(("name", v) for v in BAD_NAMES),
+    *(("addr", v) for v in BAD_ADDRS),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    PEER_ENTRY_FAULTS,
+    ids=[f"{f}-{i}" for i, (f, _) in enumerate(PEER_ENTRY_FAULTS)],
+)
+def test_ill_typed_peer_entry(field: str, value: Any) -> None:
+    good = dict(VALID["peers"]["peers"][0])
+    entry = {**good, field: value}
+    # A bad entry after a good one still spoils the frame.
+    assert_bad(line_of(obj("peers", peers=[good, entry])))
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [
+        ("hello", "proto"),
+        ("hello", "listen"),
+        ("join", "seq"),
+        ("msg", "ts"),
+        ("ping", "nonce"),
+        ("pong", "nonce"),
+    ],
+)
+def test_bool_is_not_a_number(kind: str, field: str) -> None:
+    # JSON true is not 1, although Python's bool is an int.
+    assert_bad(line_of(obj(kind, **{field: True})))
+    assert_bad(line_of(obj(kind, **{field: False})))
+
+
+def test_bool_is_not_a_have_seq() -> None:
+    assert_bad(line_of(obj("hello", have={B: True})))
+
+
+@pytest.mark.parametrize("value", [None, 5, True, [], {}])
+def test_type_must_be_a_string(value: Any) -> None:
+    assert_bad(line_of(obj("ping", type=value)))
+
+
+def test_ill_typed_frame_through_the_decoder() -> None:
+    decoder = decode_after_hello(line_of(obj("msg", seq=True)))
+    assert decoder.error is not None
+    assert decoder.error.code == "bad_frame"
+
+
+# --------------------------------------------------------------------------
+# Lines that are not JSON objects
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"ping","nonce":"\xff"}\n',  # invalid byte
+        b'{"type":"ping","nonce":"\xc0\xaf"}\n',  # overlong encoding
+        b'{"type":"ping","nonce":"\xed\xa0\x80"}\n',  # encoded surrogate
+        b'{"type":"ping","nonce":"\xe2\x82"}\n',  # truncated sequence
+        b'{"type":"ping","nonce":1}\xff\n',  # stray byte after the object
+    ],
+)
+def test_invalid_utf8(line: bytes) -> None:
+    assert_bad(line)
+    decoder = decode_after_hello(line)
+    assert decoder.error is not None
+    assert decoder.error.code == "bad_frame"
+
+
+def test_utf16_is_not_utf8() -> None:
+    # json.loads(bytes) would detect UTF-16; the wire is UTF-8 only (§1).
+    assert_bad('{"type":"ping","nonce":1}'.encode("utf-16-le") + b"\n")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"\n",
+        b"\r\n",
+        b"{\n",
+        b'{"type":"ping",}\n',
+        b"{'type':'ping','nonce':1}\n",
+        b'{"type":"ping","nonce":1}x\n',
+        b'{"type":"ping","nonce":1}{"type":"ping","nonce":2}\n',
+        b'{"type":"ping","nonce":01}\n',
+        b'{"type":"ping","nonce":1\n',
+        b'{"type":"ping" "nonce":1}\n',
+        b"hello\n",
+    ],
+)
+def test_invalid_json(line: bytes) -> None:
+    assert_bad(line)
+    decoder = decode_after_hello(line)
+    assert decoder.error is not None
+    assert decoder.error.code == "bad_frame"
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_not_json(constant: bytes) -> None:
+    assert_bad(b'{"type":"join","origin":"%s","seq":1,"ts":%s,"name":"a"}\n' % (A.encode(), constant))
+    assert_bad(b'{"type":"ping","nonce":%s}\n' % constant)
+    # Not JSON even where the value would be ignored.
+    assert_bad(b'{"type":"future","x":%s}\n' % constant)
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1e999999"])
+def test_ts_overflowing_a_float_is_rejected(number: bytes) -> None:
+    # Python's json turns 1e400 into inf: a wall clock (§4) is finite, and
+    # inf would only come back out as the non-JSON token Infinity.
+    assert_bad(b'{"type":"join","origin":"%s","seq":1,"ts":%s,"name":"a"}\n' % (A.encode(), number))
+
+
+def test_huge_integers() -> None:
+    huge = b"9" * 5000  # past Python's int digit limit: ValueError inside json
+    assert_bad(b'{"type":"join","origin":"%s","seq":%s,"ts":1,"name":"a"}\n' % (A.encode(), huge))
+    assert_bad(b'{"type":"ping","nonce":%s}\n' % huge)
+    assert_bad(b'{"type":"future","x":%s}\n' % huge)
+    # Representable as an int, but not as a float: ts is out of range.
+    assert_bad(line_of(obj("join", ts=10**400)))
+    decoder = decode_after_hello(b'{"type":"ping","nonce":%s}\n' % huge)
+    assert decoder.error is not None
+    assert decoder.error.code == "bad_frame"
+
+
+def test_deeply_nested_json() -> None:
+    assert_bad(b"[" * 100_000 + b"\n")
+    assert_bad(b"{" * 100_000 + b"\n")
+    nested = b"[" * 100_000 + b"]" * 100_000
+    assert_bad(b'{"type":"future","x":' + nested + b"}\n")
+    assert_bad(b'{"type":"ping","nonce":' + nested + b"}\n")
+    # Within MAX_FRAME, through the decoder.
+    fits = b"[" * 30_000 + b"]" * 30_000
+    decoder = decode_after_hello(b'{"type":"future","x":' + fits + b"}\n")
+    assert decoder.error is not None
+    assert decoder.error.code == "bad_frame"
+    decoder = decode_after_hello(b"[" * 60_000 + b"\n")
+    assert decoder.error is not None
+    assert decoder.error.code == "bad_frame"
+
+
+@pytest.mark.parametrize(
+    "value", [[], [VALID["ping"]], "ping", 42, 1.5, None, True, False], ids=repr
+)
+def test_json_values_that_are_not_objects(value: Any) -> None:
+    assert_bad(line_of(value))
+    decoder = decode_after_hello(line_of(value))
+    assert decoder.error is not None
+    assert decoder.error.code == "bad_frame"
+
+
+# --------------------------------------------------------------------------
+# Event.raw and encode: forwarding is byte for byte (§5)
+
+
+def test_raw_is_the_received_line() -> None:
+    line = line_of(VALID["msg"])
+    event = parse_frame(line)
+    assert isinstance(event, Event)
+    assert event.raw == line
+    assert encode(event) == line
+
+
+def test_raw_keeps_the_remote_formatting() -> None:
+    # Spacing, key order, escapes and unknown fields are the origin's: a
+    # re-encoding would change them.
+    line = (
+        b'{ "text" : "caf\\u00e9 \\"q\\" \xf0\x9f\xa6\x80",  "seq":2,"type":"msg",'
+        b'"origin":"' + A.encode() + b'", "ts":1763700000.1230, "name":"alice",'
+        b' "x-future":[1,2,{"a":null}] }   \n'
+    )
+    event = parse_frame(line)
+    assert isinstance(event, Event)
+    assert event.text == 'café "q" 🦀'
+    assert event.ts == 1763700000.123
+    assert event.raw == line
+    assert encode(event) == line
+
+
+def test_raw_of_a_crlf_line_ends_in_a_single_newline() -> None:
+    line = line_of(VALID["lost"], b"\r\n")
+    event = parse_frame(line)
+    assert isinstance(event, Event)
+    assert event.raw == line[:-2] + b"\n"
+    assert encode(event) == event.raw
+
+
+def test_raw_of_an_unterminated_line_gets_its_newline() -> None:
+    body = line_of(VALID["join"], b"")
+    event = parse_frame(body)
+    assert isinstance(event, Event)
+    assert event.raw == body + b"\n"
+
+
+def test_raw_through_the_decoder_byte_by_byte_with_crlf() -> None:
+    lines = [line_of(VALID[k], b"\r\n") for k in EVENT_KINDS]
+    decoder = Decoder()
+    out: list[Frame | TextLine] = []
+    for byte in b"".join(lines):
+        out.extend(decoder.feed(bytes([byte])))
+    assert decoder.error is None
+    assert out == [EXPECTED[k] for k in EVENT_KINDS]
+    for frame, line in zip(out, lines, strict=True):
+        assert isinstance(frame, Event)
+        assert frame.raw == line[:-2] + b"\n"
+        assert encode(frame) == frame.raw
+
+
+def test_raw_does_not_take_part_in_equality() -> None:
+    a = parse_frame(line_of(VALID["msg"]))
+    b = parse_frame(b" " + line_of(VALID["msg"]))
+    assert isinstance(a, Event)
+    assert isinstance(b, Event)
+    assert a.raw != b.raw
+    assert a == b
+    assert a.key == (A, 2)
+
+
+@pytest.mark.parametrize("kind", EVENT_KINDS)
+def test_make_event_fields_per_kind(kind: EventKind) -> None:
+    event = make_event(kind, A, 7, TS, "alice", text="hi" if kind == "msg" else "", node=B)
+    wire = encode(event)
+    assert wire == event.raw
+    assert wire.endswith(b"}\n")
+    assert wire.count(b"\n") == 1
+    expected: dict[str, Any] = {
+        "type": kind,
+        "origin": A,
+        "seq": 7,
+        "ts": TS,
+        "name": "alice",
+    }
+    if kind == "msg":
+        expected["text"] = "hi"
+    if kind == "lost":
+        expected["node"] = B
+    assert json.loads(wire) == expected
+    assert event.fields() == expected
+    parsed = parse_frame(wire)
+    assert parsed == event
+    assert isinstance(parsed, Event)
+    assert parsed.raw == wire
+
+
+def test_make_event_keeps_non_ascii_readable_and_escapes_controls() -> None:
+    text = "héllo 🦀 \x1b[31m tab\t cr\r \u2028 \x7f"
+    event = make_event("msg", A, 1, TS, "zoë", text=text)
+    assert "héllo 🦀".encode() in event.raw
+    assert "zoë".encode() in event.raw
+    assert event.raw.count(b"\n") == 1
+    assert b"\r" not in event.raw
+    assert b"\x1b" not in event.raw
+    parsed = parse_frame(event.raw)
+    assert isinstance(parsed, Event)
+    assert parsed.text == text
+
+
+def test_encode_an_event_without_raw() -> None:
+    event = Event("msg", A, 3, TS, "alice", text="hi")
+    wire = encode(event)
+    assert json.loads(wire) == {
+        "type": "msg",
+        "origin": A,
+        "seq": 3,
+        "ts": TS,
+        "name": "alice",
+        "text": "hi",
+    }
+    assert parse_frame(wire) == event
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        Hello(A, "alice", "peer", 8081, {B: 3, C: 0}, 1),
+        Hello(A, "hub one", "hub", None, {}, 1),
+        Peers(()),
+        Peers((PeerInfo(B, "bob", "127.0.0.1:8082"), PeerInfo(C, "carol", "[::1]:9"))),
+        Ping(0),
+        Ping("n-1"),
+        Pong(2**40),
+        Error("frame_too_long", "a frame is at most 65536 bytes"),
+        Error("shutting_down", ""),
+    ],
+    ids=repr,
+)
+def test_link_frames_round_trip(frame: Frame) -> None:
+    wire = encode(frame)
+    assert wire.endswith(b"}\n")
+    assert wire.count(b"\n") == 1
+    assert parse_frame(wire) == frame
+    assert Decoder().feed(wire) == [frame]
+
+
+def test_encode_hello_fields() -> None:
+    wire = encode(Hello(A, "alice", "peer", None, {B: 3}, 1))
+    assert json.loads(wire) == {
+        "type": "hello",
+        "proto": 1,
+        "node": A,
+        "name": "alice",
+        "role": "peer",
+        "listen": None,
+        "have": {B: 3},
+    }
+
+
+def test_encode_unknown_is_a_bug_of_ours() -> None:
+    with pytest.raises(TypeError):
+        encode(Unknown("future"))
+
+
+# --------------------------------------------------------------------------
+# The decoder: chunking
+
+STREAM_FRAMES: list[Frame] = [
+    EXPECTED["hello"],
+    EXPECTED["join"],
+    EXPECTED["msg"],
+    Unknown("future"),
+    EXPECTED["peers"],
+    EXPECTED["ping"],
+    EXPECTED["lost"],
+]
+STREAM_LINES: list[bytes] = [
+    line_of(VALID["hello"]),
+    line_of(VALID["join"]),
+    line_of(VALID["msg"], b"\r\n"),
+    line_of({"type": "future", "data": "x" * 100}),
+    line_of(VALID["peers"], b"\r\n"),
+    line_of(VALID["ping"]),
+    line_of(VALID["lost"]),
+]
+STREAM = b"".join(STREAM_LINES)
+
+
+def feed_all(decoder: Decoder, chunks: list[bytes]) -> list[Frame | TextLine]:
+    out: list[Frame | TextLine] = []
+    for chunk in chunks:
+        out.extend(decoder.feed(chunk))
+    return out
+
+
+def test_feed_whole() -> None:
+    decoder = Decoder()
+    assert decoder.feed(STREAM) == STREAM_FRAMES
+    assert decoder.error is None
+    assert decoder.buffered == 0
+
+
+def test_feed_one_byte_at_a_time() -> None:
+    decoder = Decoder()
+    chunks = [STREAM[i : i + 1] for i in range(len(STREAM))]
+    assert feed_all(decoder, chunks) == STREAM_FRAMES
+    assert decoder.error is None
+    assert decoder.buffered == 0
+
+
+def test_feed_split_at_every_point() -> None:
+    for cut in range(len(STREAM) + 1):
+        decoder = Decoder()
+        assert feed_all(decoder, [STREAM[:cut], STREAM[cut:]]) == STREAM_FRAMES, cut
+        assert decoder.error is None
+
+
+def test_feed_split_in_three_around_crlf() -> None:
+    # \r and \n of one ending in different chunks.
+    line = STREAM_LINES[2]
+    cut = len(line) - 1
+    decoder = Decoder()
+    assert decoder.feed(STREAM_LINES[0]) == [STREAM_FRAMES[0]]
+    assert decoder.feed(line[:cut]) == []
+    assert decoder.buffered == cut
+    assert decoder.feed(line[cut:]) == [STREAM_FRAMES[2]]
+
+
+def test_feed_empty_chunks() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"") == []
+    assert feed_all(decoder, [b"", STREAM, b""]) == STREAM_FRAMES
+
+
+def test_partial_tail_is_kept_for_the_next_feed() -> None:
+    decoder = Decoder()
+    ping = line_of(VALID["ping"])
+    assert decoder.feed(STREAM_LINES[0] + ping[:5]) == [STREAM_FRAMES[0]]
+    assert decoder.buffered == 5
+    assert decoder.feed(ping[5:] + ping + ping[:1]) == [Ping(42), Ping(42)]
+    assert decoder.buffered == 1
+
+
+def test_mode_is_decided_by_the_first_whole_line() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"{") == []
+    assert decoder.plain_text is None
+    assert decoder.feed(line_of(VALID["hello"])[1:]) == [EXPECTED["hello"]]
+    assert decoder.plain_text is False
+
+
+# --------------------------------------------------------------------------
+# The decoder: MAX_FRAME (§1)
+
+
+def padded(total: int, ending: bytes = b"\n") -> bytes:
+    """A valid msg frame of exactly ``total`` bytes, ``ending`` included."""
+    base = line_of(obj("msg", pad=""), ending)
+    out = line_of(obj("msg", pad="x" * (total - len(base))), ending)
+    assert len(out) == total
+    return out
+
+
+def test_frame_of_exactly_max_frame_is_accepted() -> None:
+    line = padded(MAX_FRAME)
+    decoder = Decoder()
+    frames = decoder.feed(line)
+    assert frames == [EXPECTED["msg"]]
+    assert decoder.error is None
+    assert isinstance(frames[0], Event)
+    assert frames[0].raw == line
+
+
+def test_frame_of_exactly_max_frame_is_accepted_byte_by_byte() -> None:
+    line = padded(MAX_FRAME)
+    decoder = Decoder()
+    out = feed_all(decoder, [line[i : i + 1] for i in range(len(line))])
+    assert out == [EXPECTED["msg"]]
+    assert decoder.error is None
+
+
+def test_crlf_frame_of_exactly_max_frame_is_accepted() -> None:
+    line = padded(MAX_FRAME, b"\r\n")
+    decoder = Decoder()
+    frames = decoder.feed(line[:1000]) + decoder.feed(line[1000:])
+    assert frames == [EXPECTED["msg"]]
+    assert isinstance(frames[0], Event)
+    assert frames[0].raw == line[:-2] + b"\n"
+
+
+def test_frame_one_byte_over_max_frame_is_rejected() -> None:
+    line = padded(MAX_FRAME + 1)
+    decoder = Decoder()
+    assert decoder.feed(line) == []
+    assert decoder.error is not None
+    assert decoder.error.code == "frame_too_long"
+    assert decoder.buffered == 0
+
+
+def test_frame_one_byte_over_max_frame_in_chunks() -> None:
+    line = padded(MAX_FRAME + 1)
+    decoder = Decoder()
+    assert feed_all(decoder, [line[:MAX_FRAME], line[MAX_FRAME:]]) == []
+    assert decoder.error is not None
+    assert decoder.error.code == "frame_too_long"
+
+
+def test_good_frame_then_too_long_frame_in_one_chunk() -> None:
+    decoder = Decoder()
+    ping = line_of(VALID["ping"])
+    assert decoder.feed(ping + padded(MAX_FRAME + 1) + ping) == [Ping(42)]
+    assert decoder.error is not None
+    assert decoder.error.code == "frame_too_long"
+    assert decoder.feed(ping) == []
+
+
+def test_max_frame_bytes_without_newline_are_held_one_more_is_rejected() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"{" + b"x" * (MAX_FRAME - 1)) == []
+    assert decoder.error is None
+    assert decoder.buffered == MAX_FRAME
+    assert decoder.feed(b"x") == []
+    assert decoder.error is not None
+    assert decoder.error.code == "frame_too_long"
+    assert decoder.buffered == 0
+
+
+def test_max_frame_bytes_then_newline_is_too_long() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"{" + b"x" * (MAX_FRAME - 1)) == []
+    assert decoder.feed(b"\n") == []
+    assert decoder.error is not None
+    assert decoder.error.code == "frame_too_long"
+
+
+def test_unterminated_flood_is_rejected_at_once_and_not_buffered() -> None:
+    decoder = Decoder()
+    ping = line_of(VALID["ping"])
+    assert decoder.feed(ping + b"y" * (3 * MAX_FRAME)) == [Ping(42)]
+    assert decoder.error is not None
+    assert decoder.error.code == "frame_too_long"
+    assert decoder.buffered == 0
+    assert decoder.feed(b"\n" + ping) == []
+
+
+def test_trickled_unterminated_line_never_buffers_more_than_max_frame() -> None:
+    decoder = Decoder()
+    chunk = b"z" * 4096
+    fed = 0
+    while decoder.error is None:
+        decoder.feed(chunk)
+        fed += len(chunk)
+        assert decoder.buffered <= MAX_FRAME
+        assert fed <= MAX_FRAME + len(chunk)
+    assert decoder.error.code == "frame_too_long"
+    assert fed == MAX_FRAME + len(chunk)
+
+
+def test_plain_text_lines_are_bounded_too() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"hi\n") == [TextLine("hi")]
+    assert decoder.feed(b"a" * MAX_FRAME + b"\n") == []
+    assert decoder.error is not None
+    assert decoder.error.code == "frame_too_long"
+
+
+def test_custom_max_frame() -> None:
+    decoder = Decoder(max_frame=16)
+    assert decoder.feed(b"x" * 15 + b"\n") == [TextLine("x" * 15)]
+    assert decoder.feed(b"y" * 16 + b"\n") == []
+    assert decoder.error is not None
+    assert decoder.error.code == "frame_too_long"
+
+
+# --------------------------------------------------------------------------
+# The decoder: faults stop it
+
+
+def test_good_frames_before_a_bad_one_are_returned() -> None:
+    decoder = Decoder()
+    good = line_of(VALID["hello"]) + line_of(VALID["join"])
+    bad = line_of(obj("msg", seq=0))
+    after = line_of(VALID["ping"])
+    assert decoder.feed(good + bad + after) == [EXPECTED["hello"], EXPECTED["join"]]
+    assert decoder.error is not None
+    assert decoder.error.code == "bad_frame"
+    assert decoder.buffered == 0
+    # Nothing after an error, not even well-formed frames.
+    assert decoder.feed(after) == []
+    assert decoder.feed(STREAM) == []
+    assert decoder.error.code == "bad_frame"
+
+
+def test_bad_first_line() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b'{"type":"hello"}\n' + line_of(VALID["ping"])) == []
+    assert decoder.error is not None
+    assert decoder.error.code == "bad_frame"
+
+
+def test_error_in_a_later_chunk() -> None:
+    decoder = Decoder()
+    assert decoder.feed(STREAM) == STREAM_FRAMES
+    assert decoder.feed(b"not json\n") == []
+    assert decoder.error is not None
+    assert decoder.error.code == "bad_frame"
+
+
+# --------------------------------------------------------------------------
+# Plain-text mode (§9)
+
+
+def test_plain_text_mode() -> None:
+    decoder = Decoder()
+    assert decoder.plain_text is None
+    assert decoder.feed(b"hello there\n") == [TextLine("hello there")]
+    assert decoder.plain_text is True
+    # The mode is fixed: a later JSON-looking line is just text.
+    ping = line_of(VALID["ping"])
+    assert decoder.feed(ping) == [TextLine(ping[:-1].decode())]
+    assert decoder.feed(b"/nick bob\r\n/exit\n") == [TextLine("/nick bob"), TextLine("/exit")]
+    assert decoder.error is None
+
+
+def test_plain_text_first_line_may_be_a_command() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"/nick carol\n") == [TextLine("/nick carol")]
+    assert decoder.plain_text is True
+
+
+def test_plain_text_crlf_and_one_byte_at_a_time() -> None:
+    data = b"one\r\ntwo\r\n\r\nthree\n"
+    decoder = Decoder()
+    out = feed_all(decoder, [data[i : i + 1] for i in range(len(data))])
+    assert out == [TextLine("one"), TextLine("two"), TextLine(""), TextLine("three")]
+
+
+def test_plain_text_latin1_is_decoded_with_replacement() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"caf\xe9 cr\xe8me\r\n") == [TextLine("caf\ufffd cr\ufffdme")]
+    assert decoder.feed("ünïcode ok\n".encode()) == [TextLine("ünïcode ok")]
+    assert decoder.error is None
+
+
+@pytest.mark.parametrize("first", [b"\n", b"\r\n", b" {}\n", b"[1]\n", b"\xef\xbb\xbf{}\n"])
+def test_first_line_not_beginning_with_brace_is_plain_text(first: bytes) -> None:
+    decoder = Decoder()
+    out = decoder.feed(first)
+    assert len(out) == 1
+    assert isinstance(out[0], TextLine)
+    assert decoder.plain_text is True
+    assert decoder.error is None
+
+
+def test_plain_text_keeps_other_characters() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"a\tb\x1bc\x00d\n") == [TextLine("a\tb\x1bc\x00d")]
+
+
+# --------------------------------------------------------------------------
+# Addresses
+
+
+@pytest.mark.parametrize(
+    ("addr", "expected"),
+    [
+        ("127.0.0.1:8082", ("127.0.0.1", 8082)),
+        ("localhost:1", ("localhost", 1)),
+        ("chat.example.org:65535", ("chat.example.org", 65535)),
+        ("[::1]:8082", ("::1", 8082)),
+        ("[fe80::1%eth0]:80", ("fe80::1%eth0", 80)),
+        ("10.0.0.1:08080", ("10.0.0.1", 8080)),
+    ],
+)
+def test_split_addr(addr: str, expected: tuple[str, int]) -> None:
+    assert split_addr(addr) == expected
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "",
+        ":",
+        "8082",
+        "127.0.0.1",
+        "127.0.0.1:",
+        ":8082",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:123456",
+        "127.0.0.1:000080",
+        "127.0.0.1:-1",
+        "127.0.0.1:+80",
+        "127.0.0.1:80a",
+        "127.0.0.1: 80",
+        "::1:8082",
+        "[]:80",
+        "a b:80",
+        " :80",
+        "\t:80",
+        "127.0.0.1:²",
+        "127.0.0.1:①",
+    ],
+)
+def test_split_addr_rejects(addr: str) -> None:
+    assert split_addr(addr) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "addr"),
+    [
+        ("127.0.0.1", 8082, "127.0.0.1:8082"),
+        ("example.org", 1, "example.org:1"),
+        ("::1", 9000, "[::1]:9000"),
+        ("2001:db8::7", 65535, "[2001:db8::7]:65535"),
+    ],
+)
+def test_join_addr_round_trips(host: str, port: int, addr: str) -> None:
+    assert join_addr(host, port) == addr
+    assert split_addr(addr) == (host, port)
+
+
+# --------------------------------------------------------------------------
+# Local validation helpers
+
+
+@pytest.mark.parametrize("name", ["a", "alice", "x" * MAX_NAME, "é" * MAX_NAME, "bob smith"])
+def test_name_problem_accepts(name: str) -> None:
+    assert name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "x" * (MAX_NAME + 1), "a\x00", "a\t", "a\n", "\x1bx", "a\x7f", "a\x80", "a\x9f", "\ud800"],
+)
+def test_name_problem_rejects(name: str) -> None:
+    problem = name_problem(name)
+    assert isinstance(problem, str)
+    assert problem
+
+
+@pytest.mark.parametrize(
+    "text", ["x", "x" * MAX_TEXT, "a\rb", "a\tb", "\x1b[31m", "\x7f\x9b", " ", "🦀" * MAX_TEXT]
+)
+def test_text_problem_accepts(text: str) -> None:
+    assert text_problem(text) is None
+
+
+@pytest.mark.parametrize(
+    "text", ["", "x" * (MAX_TEXT + 1), "a\nb", "\n", "a\x00b", "\x00", "\ud800"]
+)
+def test_text_problem_rejects(text: str) -> None:
+    problem = text_problem(text)
+    assert isinstance(problem, str)
+    assert problem
+
+
+# --------------------------------------------------------------------------
+# Properties
+
+node_ids = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
+names = st.text(
+    alphabet=st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=MAX_NAME
+).filter(lambda s: name_problem(s) is None)
+texts = st.text(
+    alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\n\x00"),
+    min_size=1,
+    max_size=200,
+)
+stamps = st.floats(allow_nan=False, allow_infinity=False)
+seqs = st.integers(min_value=1, max_value=2**63)
+
+
+@st.composite
+def events(draw: st.DrawFn) -> Event:
+    kind = draw(st.sampled_from(EVENT_KINDS))
+    return make_event(
+        kind,
+        draw(node_ids),
+        draw(seqs),
+        draw(stamps),
+        draw(names),
+        text=draw(texts) if kind == "msg" else "",
+        node=draw(node_ids) if kind == "lost" else "",
+    )
+
+
+hellos = st.builds(
+    Hello,
+    node_ids,
+    names,
+    st.sampled_from(ROLES),
+    st.none() | st.integers(min_value=1, max_value=65535),
+    st.dictionaries(node_ids, st.integers(min_value=0, max_value=2**53), max_size=4),
+)
+link_frames = st.one_of(
+    st.builds(Ping, st.integers(min_value=0, max_value=2**53) | st.text(max_size=8)),
+    st.builds(Pong, st.integers(min_value=0, max_value=2**53)),
+    st.builds(
+        Peers,
+        st.lists(
+            st.builds(PeerInfo, node_ids, names, st.just("127.0.0.1:8082")), max_size=3
+        ).map(tuple),
+    ),
+)
+frames = st.one_of(events(), hellos, link_frames)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events())
+def test_event_round_trip(event: Event) -> None:
+    wire = encode(event)
+    assert wire == event.raw
+    assert wire.count(b"\n") == 1
+    assert wire.endswith(b"\n")
+    parsed = parse_frame(wire)
+    assert parsed == event
+    assert isinstance(parsed, Event)
+    assert parsed.raw == wire
+    assert encode(parsed) == wire
+
+
+@settings(max_examples=200, deadline=None)
+@given(hellos)
+def test_hello_round_trip(hello: Hello) -> None:
+    wire = encode(hello)
+    assert wire.count(b"\n") == 1
+    assert parse_frame(wire) == hello
+    assert Decoder().feed(wire) == [hello]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(frames, st.booleans()), min_size=1, max_size=8), st.data())
+def test_any_chunking_gives_the_same_frames(
+    items: list[tuple[Frame, bool]], data: st.DataObject
+) -> None:
+    lines = [encode(frame)[:-1] + (b"\r\n" if crlf else b"\n") for frame, crlf in items]
+    stream = b"".join(lines)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+    whole = Decoder().feed(stream)
+    chunked_decoder = Decoder()
+    chunked = feed_all(chunked_decoder, chunks)
+    assert chunked_decoder.error is None
+    assert chunked_decoder.buffered == 0
+    assert whole == chunked == [frame for frame, _ in items]
+    for got, line in zip(chunked, lines, strict=True):
+        if isinstance(got, Event):
+            # The forwarded bytes: as received, with a single \n.
+            assert got.raw == line.removesuffix(b"\r\n").removesuffix(b"\n") + b"\n"
+
+
+FUZZ_LINES = [line_of(VALID[k]) for k in sorted(VALID)] + [
+    b"hello\n",
+    b"\r\n",
+    b'{"type":1}\n',
+    b"\xff\xfe\n",
+    b"{" * 40 + b"\n",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(st.binary(max_size=60), st.sampled_from(FUZZ_LINES)), max_size=12),
+    st.data(),
+)
+def test_arbitrary_bytes_never_raise_and_chunking_never_matters(
+    pieces: list[bytes], data: st.DataObject
+) -> None:
+    limit = 128
+    stream = b"".join(pieces)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+    chunked = Decoder(max_frame=limit)
+    out: list[Frame | TextLine] = []
+    for chunk in chunks:
+        failed_before = chunked.error is not None
+        got = chunked.feed(chunk)
+        assert chunked.buffered <= limit
+        if failed_before:
+            assert got == []
+        out.extend(got)
+    whole = Decoder(max_frame=limit)
+    assert whole.feed(stream) == out
+    assert (whole.error and whole.error.code) == (chunked.error and chunked.error.code)
+    if chunked.error is not None:
+        assert chunked.error.code in ("bad_frame", "frame_too_long")
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | node_ids,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=8,
+)
+# Ports made of characters that str.isdigit() accepts but int() may not.
+digit_like = st.text(alphabet=st.characters(categories=("Nd", "No")), min_size=1, max_size=5)
+addrs = st.one_of(
+    st.text(max_size=20),
+    st.builds(lambda h, p: f"{h}:{p}", st.sampled_from(["h", "[::1]", "1.2.3.4"]), digit_like),
+)
+peer_entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "node": node_ids | json_values,
+        "name": names | json_values,
+        "addr": addrs | json_values,
+    },
+)
+FIELDS = ["type", "proto", "node", "name", "role", "listen", "have", "origin", "seq", "ts"]
+FIELDS += ["text", "peers", "nonce", "code", "message"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(sorted(VALID)),
+    st.dictionaries(
+        st.sampled_from(FIELDS),
+        json_values | st.lists(peer_entries, max_size=3) | st.sampled_from(sorted(VALID)),
+        max_size=3,
+    ),
+)
+def test_mangled_frames_are_a_frame_or_bad_frame(kind: str, changes: dict[str, Any]) -> None:
+    line = line_of(obj(kind, **changes))
+    try:
+        frame = parse_frame(line)
+    except ProtocolError as exc:
+        assert exc.code == "bad_frame"
+    else:
+        assert isinstance(frame, Hello | Event | Peers | Ping | Pong | Error | Unknown)
+        if isinstance(frame, Event):
+            assert encode(frame) == line
