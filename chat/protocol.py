@@ -12,6 +12,7 @@ back; a bug of ours is an ordinary exception.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -164,8 +165,6 @@ def name_problem(name: str) -> str | None:
         return f"a name has 1 to {MAX_NAME} characters (this one has {len(name)})"
     if _CONTROL.search(name):
         return "a name cannot contain control characters"
-    if name != name.strip():
-        return "a name cannot start or end with spaces"
     if not _encodable(name):
         return "a name must be valid Unicode text"
     return None
@@ -241,9 +240,12 @@ def _ts(obj: Mapping[str, Any]) -> float:
     if not isinstance(ts, (int, float)) or isinstance(ts, bool):
         raise _bad("field 'ts' must be a number")
     try:
-        return float(ts)
+        value = float(ts)
     except OverflowError:  # an integer too large for a float
         raise _bad("field 'ts' is out of range") from None
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise _bad("field 'ts' must be finite")
+    return value
 
 
 def _nonce(obj: Mapping[str, Any]) -> int | str:
@@ -279,8 +281,9 @@ def _parse_hello(obj: Mapping[str, Any]) -> Hello:
     listen = obj.get("listen")
     if listen is not None:
         listen = _int(obj, "listen")
-        if not 0 < listen < 65536:
+        if not 0 <= listen < 65536:
             raise _bad("field 'listen' must be a TCP port or null")
+        listen = listen or None  # port 0 is nowhere to dial: the same as null
     have = obj.get("have")
     if not isinstance(have, dict):
         raise _bad("field 'have' must be an object")

@@ -144,6 +144,7 @@ class PeerHandle:
     port: int
     scope: trio.CancelScope  # cancel it to make the node vanish (a crash)
     entries: list[Entry] = field(default_factory=list)
+    finished: trio.Event = field(default_factory=trio.Event)  # run returned
 
     @property
     def id(self) -> str:
@@ -245,9 +246,53 @@ async def start_peer(
             with trio.CancelScope(shield=True):
                 for listener in listeners:
                     await listener.aclose()
+            handle.finished.set()
 
     await nursery.start(run)
     return handle
+
+
+class Group:
+    """The peers of one test, sharing a nursery.
+
+    :meth:`aclose` ends them the way a person does, with :meth:`Node.stop`
+    (a ``leave``, then a flush), and waits for each to finish; tests that
+    want a crash cancel a handle's ``scope`` themselves.
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.peers: list[PeerHandle] = []
+        self.clients: list[RawClient] = []
+
+    async def start(
+        self,
+        name: str,
+        *,
+        degree: int = 8,
+        history: int = 1000,
+        timing: Timing | None = None,
+        hold_back: float = 5.0,
+    ) -> PeerHandle:
+        handle = await start_peer(
+            self.nursery, name, degree=degree, history=history, timing=timing, hold_back=hold_back
+        )
+        self.peers.append(handle)
+        return handle
+
+    async def client(self, port: int, node_id: str | None = None, name: str = "raw") -> RawClient:
+        """A :class:`RawClient` connected to ``port``, closed with the group."""
+        client = await RawClient.connect(port, node_id, name)
+        self.clients.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        for handle in self.peers:
+            handle.node.stop()
+        for handle in self.peers:
+            await handle.finished.wait()
+        for client in self.clients:
+            await client.aclose()
 
 
 # --------------------------------------------------------------------------

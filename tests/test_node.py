@@ -11,11 +11,12 @@ values. § refers to docs/PROTOCOL.md.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
 import trio.testing
-from helpers import HOST, PeerHandle, RawClient, frame_types, new_id, settle, start_peer
+from helpers import HOST, Group, PeerHandle, RawClient, frame_types, new_id, settle
 
 from chat.connection import Timing
 from chat.protocol import (
@@ -34,15 +35,26 @@ from chat.protocol import (
 # Small test-local helpers
 
 
+@pytest.fixture
+async def group() -> AsyncIterator[Group]:
+    """Peers for one test; they leave (Node.stop) when it ends."""
+    async with trio.open_nursery() as nursery:
+        peers = Group(nursery)
+        yield peers
+        with trio.fail_after(5):
+            await peers.aclose()
+        nursery.cancel_scope.cancel()
+
+
 async def wait_texts(handle: PeerHandle, texts: list[str]) -> None:
     """Wait until ``handle`` has shown every one of ``texts``."""
     wanted = set(texts)
     await handle.until(lambda: wanted <= set(handle.texts()))
 
 
-async def full_mesh(nursery: trio.Nursery, *names: str, degree: int = 8) -> list[PeerHandle]:
+async def full_mesh(group: Group, *names: str, degree: int = 8) -> list[PeerHandle]:
     """Peers that each dial the first one; peer exchange fills in the rest."""
-    handles = [await start_peer(nursery, name, degree=degree) for name in names]
+    handles = [await group.start(name, degree=degree) for name in names]
     first, rest = handles[0], handles[1:]
     for handle in rest:
         handle.dial(first)
@@ -52,9 +64,11 @@ async def full_mesh(nursery: trio.Nursery, *names: str, degree: int = 8) -> list
     return handles
 
 
-async def raw_peer(port: int, name: str = "raw", node_id: str | None = None) -> RawClient:
+async def raw_peer(
+    group: Group, port: int, name: str = "raw", node_id: str | None = None
+) -> RawClient:
     """A raw client that has completed a handshake as a peer (no listen port)."""
-    client = await RawClient.connect(port, node_id, name)
+    client = await group.client(port, node_id, name)
     await client.handshake()
     return client
 
@@ -64,12 +78,12 @@ async def raw_peer(port: int, name: str = "raw", node_id: str | None = None) -> 
 
 
 async def test_three_peers_see_every_message_once_and_become_a_mesh(
-    nursery: trio.Nursery,
+    group: Group,
 ) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "alice")
-        b = await start_peer(nursery, "bob")
-        c = await start_peer(nursery, "carol")
+        a = await group.start("alice")
+        b = await group.start("bob")
+        c = await group.start("carol")
         b.dial(a)
         await b.wait_linked(a)
         c.dial(b)
@@ -97,11 +111,11 @@ async def test_three_peers_see_every_message_once_and_become_a_mesh(
             assert len(handle.node.sessions) == 2
 
 
-async def test_chain_of_degree_one_relays_in_order_once(nursery: trio.Nursery) -> None:
+async def test_chain_of_degree_one_relays_in_order_once(group: Group) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "alice", degree=1)
-        b = await start_peer(nursery, "bob", degree=1)
-        c = await start_peer(nursery, "carol", degree=1)
+        a = await group.start("alice", degree=1)
+        b = await group.start("bob", degree=1)
+        c = await group.start("carol", degree=1)
         b.dial(a)
         await b.wait_linked(a)
         c.dial(b)
@@ -128,10 +142,10 @@ async def test_chain_of_degree_one_relays_in_order_once(nursery: trio.Nursery) -
             assert got.raw == sent.raw
 
 
-async def test_late_joiner_gets_history(nursery: trio.Nursery) -> None:
+async def test_late_joiner_gets_history(group: Group) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "alice")
-        b = await start_peer(nursery, "bob")
+        a = await group.start("alice")
+        b = await group.start("bob")
         b.dial(a)
         await b.wait_linked(a)
         a.node.say("early from alice")
@@ -139,7 +153,7 @@ async def test_late_joiner_gets_history(nursery: trio.Nursery) -> None:
         await wait_texts(a, ["early from alice", "early from bob"])
         await wait_texts(b, ["early from alice", "early from bob"])
 
-        c = await start_peer(nursery, "carol")
+        c = await group.start("carol")
         c.dial(b)
         await wait_texts(c, ["early from alice", "early from bob"])
         assert c.texts() == ["early from alice", "early from bob"]
@@ -156,11 +170,11 @@ async def test_late_joiner_gets_history(nursery: trio.Nursery) -> None:
 
 
 async def test_cut_groups_chat_apart_then_exchange_what_they_missed(
-    nursery: trio.Nursery,
+    group: Group,
 ) -> None:
     with trio.fail_after(5):
         # A - B - C - D, degree 1 so that peer exchange adds no link.
-        a, b, c, d = [await start_peer(nursery, n, degree=1) for n in ("a", "b", "c", "d")]
+        a, b, c, d = [await group.start(n, degree=1) for n in ("a", "b", "c", "d")]
         b.dial(a)
         d.dial(c)
         await b.wait_linked(a)
@@ -207,12 +221,12 @@ async def test_cut_groups_chat_apart_then_exchange_what_they_missed(
 # Departures
 
 
-async def test_vanished_node_is_shown_lost_once(nursery: trio.Nursery) -> None:
+async def test_vanished_node_is_shown_lost_once(group: Group) -> None:
     with trio.fail_after(5):
-        a, b, c = await full_mesh(nursery, "a", "b", "c")
+        a, b, c = await full_mesh(group, "a", "b", "c")
         # X is linked to both A and B (two connections, one node id).
-        x_to_a = await raw_peer(a.port, "xavier")
-        x_to_b = await raw_peer(b.port, "xavier", node_id=x_to_a.id)
+        x_to_a = await raw_peer(group, a.port, "xavier")
+        x_to_b = await raw_peer(group, b.port, "xavier", node_id=x_to_a.id)
         x = x_to_a.id
         await x_to_a.join()
         for handle in (a, b, c):
@@ -227,7 +241,7 @@ async def test_vanished_node_is_shown_lost_once(nursery: trio.Nursery) -> None:
             )
 
         # A third report of the same departure changes nothing (§4).
-        y = await raw_peer(c.port, "yves")
+        y = await raw_peer(group, c.port, "yves")
         await y.send_frame(y.event("lost", node=x))
         await y.say("after the report")
         for handle in (a, b, c):
@@ -240,7 +254,7 @@ async def test_vanished_node_is_shown_lost_once(nursery: trio.Nursery) -> None:
             assert not member.present
 
         # Heard from again: present again (§4).
-        back = await raw_peer(a.port, "xavier", node_id=x)
+        back = await raw_peer(group, a.port, "xavier", node_id=x)
         back.seq = 1
         await back.say("I am back")
         for handle in (a, b, c):
@@ -250,23 +264,14 @@ async def test_vanished_node_is_shown_lost_once(nursery: trio.Nursery) -> None:
             assert member.present
 
 
-async def test_stop_is_a_leave_and_cancel_is_lost_each_shown_once(
-    nursery: trio.Nursery,
-) -> None:
+async def test_stopped_node_is_shown_leaving_once(group: Group) -> None:
     with trio.fail_after(5):
-        a, b, c, d = await full_mesh(nursery, "a", "b", "c", "d")
-
+        a, b, c = await full_mesh(group, "a", "b", "c")
         c.node.stop()
-        for handle in (a, b, d):
+        for handle in (a, b):
             await handle.wait_entry(lambda e: e.kind == "leave" and e.origin == c.id)
             await handle.wait_unlinked(c)
-
-        d.scope.cancel()  # a crash: the sockets close, no leave is sent
-        for handle in (a, b):
-            await handle.wait_entry(
-                lambda e: e.kind == "lost" and e.event is not None and e.event.node == d.id
-            )
-            await handle.wait_unlinked(d)
+        await c.finished.wait()
 
         a.node.say("still here")
         await b.wait_text("still here")
@@ -274,18 +279,39 @@ async def test_stop_is_a_leave_and_cancel_is_lost_each_shown_once(
         for handle in (a, b):
             assert len(handle.about("leave", c.id)) == 1
             assert handle.about("lost", c.id) == []
-            assert len(handle.about("lost", d.id)) == 1
-            assert handle.about("leave", d.id) == []
+            member = handle.node.members.get(c.id)
+            assert member is not None
+            assert not member.present
+
+
+async def test_cancelled_node_is_shown_lost_once(group: Group) -> None:
+    with trio.fail_after(5):
+        a, b, c = await full_mesh(group, "a", "b", "c")
+        c.scope.cancel()  # a crash: its sockets close, no leave is sent
+        for handle in (a, b):
+            await handle.wait_entry(
+                lambda e: e.kind == "lost" and e.event is not None and e.event.node == c.id
+            )
+            await handle.wait_unlinked(c)
+        await c.finished.wait()
+
+        a.node.say("still here")
+        await b.wait_text("still here")
+        await settle()
+        for handle in (a, b):
+            # A and B both report C lost; each shows it once (§4).
+            assert len(handle.about("lost", c.id)) == 1
+            assert handle.about("leave", c.id) == []
 
 
 # --------------------------------------------------------------------------
 # Handshake rules (§3)
 
 
-async def test_simultaneous_dial_keeps_one_connection(nursery: trio.Nursery) -> None:
+async def test_simultaneous_dial_keeps_one_connection(group: Group) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "a")
-        b = await start_peer(nursery, "b")
+        a = await group.start("a")
+        b = await group.start("b")
         a.dial(b)
         b.dial(a)
 
@@ -321,9 +347,9 @@ async def test_simultaneous_dial_keeps_one_connection(nursery: trio.Nursery) -> 
         assert b.texts() == ["one link"]
 
 
-async def test_node_dialling_itself_gives_up(nursery: trio.Nursery) -> None:
+async def test_node_dialling_itself_gives_up(group: Group) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "a")
+        a = await group.start("a")
         a.dial(a)
         await a.until(lambda: len(a.node.opened) == 2 and not a.node.sessions)
         await settle()
@@ -332,10 +358,10 @@ async def test_node_dialling_itself_gives_up(nursery: trio.Nursery) -> None:
         assert not any(e.kind == "lost" for e in a.entries)
 
 
-async def test_hello_with_own_id_is_closed_without_error(nursery: trio.Nursery) -> None:
+async def test_hello_with_own_id_is_closed_without_error(group: Group) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "a")
-        client = await RawClient.connect(a.port, a.id, "mirror")
+        a = await group.start("a")
+        client = await group.client(a.port, a.id, "mirror")
         await client.send_frame(client.hello())
         answer = await client.receive_frame()
         assert isinstance(answer, Hello)
@@ -344,10 +370,10 @@ async def test_hello_with_own_id_is_closed_without_error(nursery: trio.Nursery) 
         assert rest == [], frame_types(rest)
 
 
-async def test_unsupported_protocol_gets_hello_then_error(nursery: trio.Nursery) -> None:
+async def test_unsupported_protocol_gets_hello_then_error(group: Group) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "a")
-        client = await RawClient.connect(a.port)
+        a = await group.start("a")
+        client = await group.client(a.port)
         await client.send_frame(client.hello(proto=2))
         answer = await client.receive_frame()
         assert isinstance(answer, Hello)
@@ -360,11 +386,11 @@ async def test_unsupported_protocol_gets_hello_then_error(nursery: trio.Nursery)
         assert rest == [], frame_types(rest)
 
 
-async def test_node_answers_hello_with_its_own(nursery: trio.Nursery) -> None:
+async def test_node_answers_hello_with_its_own(group: Group) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "alice")
+        a = await group.start("alice")
         a.node.say("before you came")
-        client = await RawClient.connect(a.port)
+        client = await group.client(a.port)
         answer = await client.handshake()
         assert answer.node == a.id
         assert answer.name == "alice"
@@ -453,13 +479,13 @@ async def _bystander_still_chats(a: PeerHandle, bystander: RawClient, text: str)
 
 
 @pytest.mark.parametrize("case", sorted(BEFORE_HELLO))
-async def test_malformed_first_line(nursery: trio.Nursery, case: str) -> None:
+async def test_malformed_first_line(group: Group, case: str) -> None:
     data, code = BEFORE_HELLO[case]
     with trio.fail_after(5):
-        a = await start_peer(nursery, "a")
-        bystander = await raw_peer(a.port, "bystander")
+        a = await group.start("a")
+        bystander = await raw_peer(group, a.port, "bystander")
         await bystander.join()
-        bad = await RawClient.connect(a.port)
+        bad = await group.client(a.port)
         await bad.send(data)
         # No hello to a first line that is not a well-formed hello (§3).
         error = await bad.receive_frame()
@@ -471,13 +497,13 @@ async def test_malformed_first_line(nursery: trio.Nursery, case: str) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(AFTER_HELLO))
-async def test_malformed_frame_on_established_link(nursery: trio.Nursery, case: str) -> None:
+async def test_malformed_frame_on_established_link(group: Group, case: str) -> None:
     data, code = AFTER_HELLO[case]
     with trio.fail_after(5):
-        a = await start_peer(nursery, "a")
-        bystander = await raw_peer(a.port, "bystander")
+        a = await group.start("a")
+        bystander = await raw_peer(group, a.port, "bystander")
         await bystander.join()
-        bad = await raw_peer(a.port, "bad")
+        bad = await raw_peer(group, a.port, "bad")
         await a.wait_linked(bad.id)
         await bad.send(data)
         skipped: list[Frame] = []
@@ -495,10 +521,10 @@ async def test_malformed_frame_on_established_link(nursery: trio.Nursery, case: 
 # Link-local frames, forward compatibility, forwarding
 
 
-async def test_ping_gets_pong_with_the_same_nonce(nursery: trio.Nursery) -> None:
+async def test_ping_gets_pong_with_the_same_nonce(group: Group) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "a")
-        client = await raw_peer(a.port)
+        a = await group.start("a")
+        client = await raw_peer(group, a.port)
         for nonce in (42, "n-\u00e9", 0, 2**70):
             await client.send_frame(Ping(nonce))
             pong = await client.expect(Pong)
@@ -506,10 +532,10 @@ async def test_ping_gets_pong_with_the_same_nonce(nursery: trio.Nursery) -> None
             assert type(pong.nonce) is type(nonce)
 
 
-async def test_unknown_types_and_fields_are_ignored(nursery: trio.Nursery) -> None:
+async def test_unknown_types_and_fields_are_ignored(group: Group) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "a")
-        client = await RawClient.connect(a.port, name="future")
+        a = await group.start("a")
+        client = await group.client(a.port, name="future")
         hello = client.hello()
         line = encode(hello)[:-2] + b',"colour":"blue","caps":{"x":[1,2]}}\n'
         await client.send(line)
@@ -530,11 +556,11 @@ async def test_unknown_types_and_fields_are_ignored(nursery: trio.Nursery) -> No
         assert client.id in a.node.links
 
 
-async def test_events_are_forwarded_byte_for_byte(nursery: trio.Nursery) -> None:
+async def test_events_are_forwarded_byte_for_byte(group: Group) -> None:
     with trio.fail_after(5):
-        a = await start_peer(nursery, "a")
-        sender = await raw_peer(a.port, "sender")
-        receiver = await raw_peer(a.port, "receiver")
+        a = await group.start("a")
+        sender = await raw_peer(group, a.port, "sender")
+        receiver = await raw_peer(group, a.port, "receiver")
         await a.wait_linked(sender.id, receiver.id)
         join = await sender.join()
         got = await receiver.expect_event(lambda e: e.origin == sender.id and e.seq == 1)
@@ -556,17 +582,17 @@ async def test_events_are_forwarded_byte_for_byte(nursery: trio.Nursery) -> None
         assert kept.raw == body + b"\n"
 
         # And a late comer gets those bytes too.
-        late = await RawClient.connect(a.port, name="late")
+        late = await group.client(a.port, name="late")
         await late.handshake()
         await late.expect_event(lambda e: e.origin == sender.id and e.seq == 2)
         assert late.lines[-1] == body + b"\n"
 
 
-async def test_own_events_are_never_sent_back(nursery: trio.Nursery) -> None:
+async def test_own_events_are_never_sent_back(group: Group) -> None:
     with trio.fail_after(5):
-        a, b, c = await full_mesh(nursery, "a", "b", "c")
-        p = await raw_peer(a.port, "p")
-        q = await raw_peer(a.port, "q")
+        a, b, c = await full_mesh(group, "a", "b", "c")
+        p = await raw_peer(group, a.port, "p")
+        q = await raw_peer(group, a.port, "q")
         await a.wait_linked(p.id, q.id)
         await p.join()
         await p.say("from p")
@@ -583,7 +609,7 @@ async def test_own_events_are_never_sent_back(nursery: trio.Nursery) -> None:
         # Catch-up skips them too, even when P's hello claims to have nothing.
         await p.aclose()
         await a.wait_unlinked(p.id)
-        again = await RawClient.connect(a.port, p.id, "p")
+        again = await group.client(a.port, p.id, "p")
         await again.handshake(have={})
         await again.send_frame(Ping("end of catch-up"))
         skipped = []
@@ -594,10 +620,10 @@ async def test_own_events_are_never_sent_back(nursery: trio.Nursery) -> None:
         assert {e.origin for e in events} >= {a.id, b.id, c.id}
 
 
-async def test_peers_frame_lists_dialable_peers(nursery: trio.Nursery) -> None:
+async def test_peers_frame_lists_dialable_peers(group: Group) -> None:
     with trio.fail_after(5):
-        a, b = await full_mesh(nursery, "a", "b")
-        client = await raw_peer(a.port)
+        a, b = await full_mesh(group, "a", "b")
+        client = await raw_peer(group, a.port)
         peers = await client.expect(Peers)
         assert [(p.node, p.addr) for p in peers.peers] == [(b.id, f"{HOST}:{b.port}")]
 
@@ -607,11 +633,11 @@ async def test_peers_frame_lists_dialable_peers(nursery: trio.Nursery) -> None:
 
 
 async def test_silent_client_gets_handshake_timeout(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    group: Group, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(11):  # the protocol's 10 s, on the virtual clock
-        a = await start_peer(nursery, "a")
-        client = await RawClient.connect(a.port)
+        a = await group.start("a")
+        client = await group.client(a.port)
         start = trio.current_time()
         error = await client.receive_frame()
         assert isinstance(error, Error)
@@ -620,10 +646,10 @@ async def test_silent_client_gets_handshake_timeout(
         assert await client.expect_eof() == []
 
 
-async def test_short_handshake_timeout_on_real_clock(nursery: trio.Nursery) -> None:
+async def test_short_handshake_timeout_on_real_clock(group: Group) -> None:
     with trio.fail_after(3):
-        a = await start_peer(nursery, "a", timing=Timing(handshake=0.2))
-        client = await RawClient.connect(a.port)
+        a = await group.start("a", timing=Timing(handshake=0.2))
+        client = await group.client(a.port)
         start = trio.current_time()
         error = await client.receive_frame()
         assert isinstance(error, Error)
@@ -633,11 +659,11 @@ async def test_short_handshake_timeout_on_real_clock(nursery: trio.Nursery) -> N
 
 
 async def test_idle_link_gets_ping_then_dead_link_is_lost(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    group: Group, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(50):  # 45 s of silence, on the virtual clock
-        a = await start_peer(nursery, "a")
-        client = await raw_peer(a.port, "silent")
+        a = await group.start("a")
+        client = await raw_peer(group, a.port, "silent")
         await client.join()
         await a.wait_entry(lambda e: e.kind == "join" and e.origin == client.id)
         quiet_since = trio.current_time()
@@ -653,11 +679,11 @@ async def test_idle_link_gets_ping_then_dead_link_is_lost(
         assert client.id not in a.node.links
 
 
-async def test_dead_link_on_real_clock_is_lost(nursery: trio.Nursery) -> None:
+async def test_dead_link_on_real_clock_is_lost(group: Group) -> None:
     with trio.fail_after(3):
         timing = Timing(ping_after=0.05, dead_after=0.3)
-        a = await start_peer(nursery, "a", timing=timing)
-        client = await raw_peer(a.port, "silent")
+        a = await group.start("a", timing=timing)
+        client = await raw_peer(group, a.port, "silent")
         await client.join()
         start = trio.current_time()
         frames = await client.expect_eof()
@@ -669,11 +695,11 @@ async def test_dead_link_on_real_clock_is_lost(nursery: trio.Nursery) -> None:
         assert lost.who == "silent"
 
 
-async def test_pongs_keep_a_quiet_link_alive(nursery: trio.Nursery) -> None:
+async def test_pongs_keep_a_quiet_link_alive(group: Group) -> None:
     with trio.fail_after(3):
         timing = Timing(ping_after=0.02, dead_after=0.2)
-        a = await start_peer(nursery, "a", timing=timing)
-        client = await raw_peer(a.port)
+        a = await group.start("a", timing=timing)
+        client = await raw_peer(group, a.port)
         start = trio.current_time()
         # Answer pings for well past dead_after: the link stays.
         while trio.current_time() - start < 4 * timing.dead_after:
@@ -684,11 +710,11 @@ async def test_pongs_keep_a_quiet_link_alive(nursery: trio.Nursery) -> None:
 
 
 async def test_gap_is_held_back_then_reported(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    group: Group, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(10):
-        a = await start_peer(nursery, "a")
-        client = await raw_peer(a.port, "gappy")
+        a = await group.start("a")
+        client = await raw_peer(group, a.port, "gappy")
         x = client.id
         events = {1: client.event("join")}
         for seq in (2, 3, 4):
@@ -716,10 +742,10 @@ async def test_gap_is_held_back_then_reported(
         assert len([e for e in a.entries if e.kind == "gap"]) == 1
 
 
-async def test_gap_filled_in_time_is_not_reported(nursery: trio.Nursery) -> None:
+async def test_gap_filled_in_time_is_not_reported(group: Group) -> None:
     with trio.fail_after(3):
-        a = await start_peer(nursery, "a", hold_back=2.0)
-        client = await raw_peer(a.port, "orderly")
+        a = await group.start("a", hold_back=2.0)
+        client = await raw_peer(group, a.port, "orderly")
         x = client.id
         events = [client.event("join"), *(client.event("msg", text=f"m{i}") for i in (2, 3, 4))]
         await client.send_frame(events[0])

@@ -31,7 +31,7 @@ from chat.protocol import (
     Ping,
     Pong,
     ProtocolError,
-    Role,
+    RoleName,
     TextLine,
     Unknown,
     encode,
@@ -49,7 +49,7 @@ C = "c0ffee00" * 4
 TS = 1763700000.123
 
 EVENT_KINDS: tuple[EventKind, ...] = ("join", "msg", "nick", "leave", "lost")
-ROLES: tuple[Role, ...] = ("peer", "hub")
+ROLES: tuple[RoleName, ...] = ("peer", "hub")
 
 # One well-formed frame of every type (§3, §4, §7).
 VALID: dict[str, dict[str, Any]] = {
@@ -95,7 +95,10 @@ def obj(kind: str, **changes: Any) -> dict[str, Any]:
 
 
 def line_of(value: Any, ending: bytes = b"\n") -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + ending
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # A lone surrogate has no UTF-8 form: send it as the JSON escape \udXXX,
+    # as a remote would, which backslashreplace happens to spell exactly.
+    return text.encode("utf-8", errors="backslashreplace") + ending
 
 
 def assert_bad(line: bytes, code: str = "bad_frame") -> ProtocolError:
@@ -138,6 +141,12 @@ def test_every_valid_frame_through_the_decoder(kind: str) -> None:
 def test_hello_listen_null_and_empty_have() -> None:
     frame = parse_frame(line_of(obj("hello", listen=None, have={}, role="hub")))
     assert frame == Hello(A, "alice", "hub", None, {}, 1)
+
+
+def test_hello_listen_zero_means_not_listening() -> None:
+    frame = parse_frame(line_of(obj("hello", listen=0)))
+    assert isinstance(frame, Hello)
+    assert frame.listen is None
 
 
 def test_hello_other_proto_is_parsed_for_the_node_to_refuse() -> None:
@@ -315,7 +324,7 @@ ILL_TYPED: list[tuple[str, str, Any]] = [
     *(("hello", "node", v) for v in BAD_IDS),
     *(("hello", "name", v) for v in BAD_NAMES),
     *(("hello", "role", v) for v in ("client", "Peer", "", 1, None, True)),
-    *(("hello", "listen", v) for v in (0, -1, 65536, True, False, 8081.0, "8081", [], {})),
+    *(("hello", "listen", v) for v in (-1, 65536, True, False, 8081.0, "8081", [], {})),
     *(
         ("hello", "have", v)
         for v in (
@@ -592,7 +601,15 @@ def test_raw_does_not_take_part_in_equality() -> None:
 
 @pytest.mark.parametrize("kind", EVENT_KINDS)
 def test_make_event_fields_per_kind(kind: EventKind) -> None:
-    event = make_event(kind, A, 7, TS, "alice", text="hi" if kind == "msg" else "", node=B)
+    event = make_event(
+        kind,
+        A,
+        7,
+        TS,
+        "alice",
+        text="hi" if kind == "msg" else "",
+        node=B if kind == "lost" else "",
+    )
     wire = encode(event)
     assert wire == event.raw
     assert wire.endswith(b"}\n")
