@@ -215,7 +215,7 @@ def run_peer(args: argparse.Namespace) -> int:
 
     async def front() -> None:
         log.info("listening on %s as %s", join_addr(args.host, node.listen_port or 0), name)
-        await drive(node, stdin_lines(sys.stdin.buffer), note)
+        await drive(node, stdin_lines(sys.stdin.fileno()), note)
 
     return trio.run(_run_node, node, sock, args.dial, front)
 

@@ -80,7 +80,9 @@ class HubRole(Role):
     def _active(self) -> int:
         return sum(1 for link in self.node.sessions.values() if link.active or link.client)
 
-    def link_up(self, link: Link) -> None:
+    def link_up(self, link: Link, replacing: Link | None = None) -> None:
+        if replacing is not None:
+            return  # the same neighbour over its surviving connection
         kind = "" if link.client or not link.hello or link.hello.role == "peer" else " [hub]"
         _event("NEW CONNECTION", "%s%s (%s)", safe(link.name), kind, link.where)
         _event("ACTIVE CONNECTIONS", "%d", self._active())

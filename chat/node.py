@@ -133,8 +133,12 @@ class Role:
     def attach(self, node: Node) -> None:
         self.node = node
 
-    def link_up(self, link: Link) -> None:
-        """A node or a plain-text client completed its handshake."""
+    def link_up(self, link: Link, replacing: Link | None = None) -> None:
+        """A node or a plain-text client completed its handshake.
+
+        ``replacing`` is the link to the same node that this one supersedes
+        under the one-link-per-pair rule (§3): not a new neighbour.
+        """
 
     def link_down(self, link: Link, lost: bool) -> None:
         """An active link ended; ``lost`` if it went without a leave."""
@@ -412,7 +416,7 @@ class Node:
         self.links[frame.node] = link
         for event in self.history.missing_for(frame.have, skip_origin=frame.node):
             self._send_event(link, event)
-        self.role.link_up(link)
+        self.role.link_up(link, replacing=existing)
 
     def _keep_new(self, old: Link, new: Link) -> bool:
         """The simultaneous-dial rule (§3): keep the link dialled by the smaller id."""

@@ -58,17 +58,18 @@ class PeerRole(Role):
 
     # ------------------------------------------------------------ lifecycle
 
-    def link_up(self, link: Link) -> None:
+    def link_up(self, link: Link, replacing: Link | None = None) -> None:
         if link.client is not None:
             log.info("plain-text client %s connected from %s", link.name, link.where)
             return
         hello = link.hello
         assert hello is not None
-        kind = "" if hello.role == "peer" else f" ({hello.role})"
-        log.info("connected to %s%s at %s", link.name, kind, link.addr or link.where)
+        if replacing is None:
+            kind = "" if hello.role == "peer" else f" ({hello.role})"
+            log.info("connected to %s%s at %s", link.name, kind, link.addr or link.where)
         if link.is_peer:
             self._advertise([link])  # right after the handshake (§7)
-            if link.addr is not None:  # and our set of neighbours changed
+            if link.addr is not None and replacing is None:  # a new neighbour
                 self._advertise(other for other in self.node.links.values() if other is not link)
 
     def link_down(self, link: Link, lost: bool) -> None:

@@ -8,9 +8,10 @@ transcript.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
-from typing import BinaryIO, TextIO
+from typing import TextIO
 
 import trio
 
@@ -41,15 +42,26 @@ def note(text: str) -> None:
     print(f"trio-chat: {text}", file=sys.stderr, flush=True)
 
 
-async def stdin_lines(stdin: BinaryIO) -> AsyncIterator[str]:
-    """The lines of ``stdin`` until end of input, undecodable ones skipped with a note."""
-    while True:
-        # A worker thread per line: blocking reads work for pipes, files and
-        # terminals alike, and abandon_on_cancel lets shutdown not wait.
-        raw = await trio.to_thread.run_sync(stdin.readline, abandon_on_cancel=True)
-        if not raw:
-            return
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError:
-            note("not sent: the line is not valid UTF-8")
+async def stdin_lines(fd: int) -> AsyncIterator[str]:
+    """The lines of file descriptor ``fd`` until end of input.
+
+    Reads happen in a worker thread, which works for pipes, files and
+    terminals alike; ``abandon_on_cancel`` lets leaving not wait for input.
+    The thread uses ``os.read``, not a buffered ``readline``: an abandoned
+    thread blocked in the buffered reader holds its lock, and the
+    interpreter then aborts at exit ("could not acquire lock ... at
+    interpreter shutdown"). A line that is not UTF-8 is skipped with a note.
+    """
+    buf = b""
+    eof = False
+    while not eof:
+        chunk = await trio.to_thread.run_sync(os.read, fd, 65536, abandon_on_cancel=True)
+        eof = not chunk
+        *lines, buf = (buf + chunk).split(b"\n")
+        if eof and buf:
+            lines.append(buf)  # a last line without a newline still counts
+        for raw in lines:
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                note("not sent: the line is not valid UTF-8")

@@ -284,3 +284,61 @@ class Membership:
         return Entry(
             event.kind, event.ts, who, text, history=history, event=event, origin=event.origin
         )
+
+
+# --------------------------------------------------------------------------
+# Flood control
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; rate 0 is no limit."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.tokens = self.burst
+        self.last: float | None = None
+
+    def take(self, now: float) -> float:
+        """Spend one token; the seconds to wait before the next may be spent."""
+        if self.rate <= 0:
+            return 0.0
+        if self.last is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+class FloodControl:
+    """Per-connection budgets, as IRC servers keep them.
+
+    Events the connected node originates itself (and a plain-text client's
+    lines) draw on the ``own`` bucket; forwarded traffic on the much larger
+    ``link`` bucket. ``charge`` answers how long to stop reading; a
+    connection that has had to wait on every frame for ``patience`` seconds
+    is ``exceeded`` and is to be cut off.
+    """
+
+    def __init__(
+        self,
+        own_rate: float = 20.0,
+        own_burst: float = 50.0,
+        link_rate: float = 5000.0,
+        patience: float = 10.0,
+    ) -> None:
+        self.own = TokenBucket(own_rate, own_burst)
+        self.link = TokenBucket(link_rate, link_rate)
+        self.patience = patience
+        self.over_since: float | None = None
+
+    def charge(self, own: bool, now: float) -> float:
+        wait = (self.own if own else self.link).take(now)
+        if not wait:
+            self.over_since = None
+        elif self.over_since is None:
+            self.over_since = now
+        return wait
+
+    def exceeded(self, now: float) -> bool:
+        return self.over_since is not None and now - self.over_since >= self.patience
