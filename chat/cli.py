@@ -27,7 +27,7 @@ log = logging.getLogger("chat")
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"invalid port {text!r} (a number from 0 to 65535)")
     return int(text)
 
@@ -40,7 +40,7 @@ def _address(text: str) -> tuple[str, int]:
 
 
 def _count(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"invalid count {text!r} (a whole number)")
     return int(text)
 

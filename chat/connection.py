@@ -41,7 +41,9 @@ class Timing:
     grace: float = 2.0  # flushing on close
 
 
-FrameHandler = Callable[["Connection", "list[Frame | TextLine]"], None]
+# Called for each frame read; answers how long to stop reading (flood control).
+FrameHandler = Callable[["Connection", "Frame | TextLine"], float]
+CLOSED_BY_REMOTE = "closed by remote"
 
 
 class Connection:
@@ -75,6 +77,7 @@ class Connection:
         self._reader_scope = trio.CancelScope()
         self._writer_scope = trio.CancelScope()
         self._nonce = 0
+        self._final = b""
 
     def __repr__(self) -> str:
         way = "to" if self.outgoing else "from"
@@ -105,27 +108,25 @@ class Connection:
         return self.send(encode(frame))
 
     def finish(self, reason: str, final: bytes = b"") -> None:
-        """Stop reading, send ``final`` after what is queued, then close."""
+        """Stop reading; send what is queued, then ``final``; then close.
+
+        ``final`` is kept apart from the outbox, so a full outbox cannot
+        make the last word (a ``leave``, an ``error``) go missing.
+        """
         if self.close_reason:
             return
         self.close_reason = reason
-        if final:
-            # Past the byte bound if need be: a last word is worth 64 KiB.
-            try:
-                self._outbox_send.send_nowait(final)
-                self.queued_bytes += len(final)
-            except (trio.WouldBlock, trio.ClosedResourceError):
-                pass
+        self._final = final
         self._outbox_send.close()  # the writer drains what is queued, then ends
         self._reader_scope.cancel()
 
-    def fail(self, error: ProtocolError) -> None:
+    def fail(self, error: ProtocolError, before: bytes = b"") -> None:
         """Tell the remote what it did wrong, in its own dialect, and close."""
         if self.plain_text:
             final = f"*** error: {error.code}: {error.message}\n".encode()
         else:
             final = encode(Error(error.code, error.message))
-        self.finish(f"protocol error: {error}", final)
+        self.finish(f"protocol error: {error}", before + final)
 
     def abort(self, reason: str) -> None:
         """Close now, dropping whatever is queued."""
@@ -134,7 +135,7 @@ class Connection:
 
     # ---------------------------------------------------------------- running
 
-    async def serve(self, on_frames: FrameHandler) -> None:
+    async def serve(self, on_frame: FrameHandler) -> None:
         """Run the reader and the writer until the connection ends.
 
         Never raises for anything the remote does; ``close_reason`` says why
@@ -144,7 +145,7 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop)
                 with self._reader_scope:
-                    await self._read_loop(on_frames)
+                    await self._read_loop(on_frame)
                 if not self.close_reason:
                     self.finish("closed")
                 # The writer flushes what is queued, within the grace period.
@@ -157,44 +158,53 @@ class Connection:
                 await self.stream.aclose()
             self.closed.set()
 
-    async def _read_loop(self, on_frames: FrameHandler) -> None:
+    async def _read_loop(self, on_frame: FrameHandler) -> None:
         timing = self.timing
+        # The handshake deadline is fixed from the start, so a remote that
+        # dribbles a byte at a time cannot hold a connection open (slowloris).
+        handshake_deadline = trio.current_time() + timing.handshake
         while True:
             if not self.established:
-                timeout = timing.handshake
+                deadline = handshake_deadline
             elif self.keepalive:
-                timeout = timing.dead_after
+                deadline = trio.current_time() + timing.dead_after
             else:
-                timeout = math.inf
+                deadline = math.inf
+            data = None
             try:
-                with trio.move_on_after(timeout):
+                with trio.move_on_at(deadline):
                     data = await self.stream.receive_some(READ_SIZE)
-                    break_on_eof = not data
-                    frames = self.decoder.feed(bytes(data))
-                    if frames:
-                        on_frames(self, frames)
-                    if self.decoder.error:
-                        self.fail(self.decoder.error)
-                        return
-                    if break_on_eof:
-                        self.finish("closed by remote")
-                        return
-                    continue
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self.finish(f"connection reset ({exc.__class__.__name__})")
                 return
-            # Timed out.
-            if self.established:
-                self.finish(f"nothing received for {timing.dead_after:g} s")
-            elif self.outgoing:
-                self.finish(f"no hello within {timing.handshake:g} s")
-            else:
-                self.fail(
-                    ProtocolError(
-                        "handshake_timeout", f"no first line within {timing.handshake:g} s"
-                    )
-                )
-            return
+            if data is None:
+                self._timed_out()
+                return
+            frames = self.decoder.feed(bytes(data)) if data else self.decoder.close()
+            for frame in frames:
+                if self.close_reason:
+                    return
+                pause = on_frame(self, frame)
+                if pause > 0:
+                    # Flood control: stop reading for a while; TCP pushes
+                    # back on the sender (trio back-pressure, no buffering).
+                    await trio.sleep(pause)
+            if self.decoder.error:
+                self.fail(self.decoder.error)
+                return
+            if not data:
+                self.finish(CLOSED_BY_REMOTE)
+                return
+
+    def _timed_out(self) -> None:
+        timing = self.timing
+        if self.established:
+            self.finish(f"nothing received for {timing.dead_after:g} s")
+        elif self.outgoing:
+            self.finish(f"no hello within {timing.handshake:g} s")
+        else:
+            why = f"no first line within {timing.handshake:g} s"
+            self.fail(ProtocolError("handshake_timeout", why))
 
     async def _write_loop(self) -> None:
         with self._writer_scope:
@@ -213,6 +223,9 @@ class Connection:
                 try:
                     first = await outbox.receive()
                 except trio.EndOfChannel:
+                    if self._final:
+                        with trio.move_on_after(timing.stall):
+                            await self.stream.send_all(self._final)
                     return
             if idle.cancelled_caught:
                 if not self.keepalive:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from chat import render
-from chat.connection import Connection, Timing
+from chat.connection import CLOSED_BY_REMOTE, Connection, Timing
 from chat.protocol import (
     PROTO,
     Error,
@@ -48,7 +48,7 @@ from chat.protocol import (
     name_problem,
     text_problem,
 )
-from chat.state import Delivery, Entry, History, Membership, Sequencer
+from chat.state import Delivery, Entry, FloodControl, History, Membership, Sequencer
 
 log = logging.getLogger("chat")
 
@@ -68,6 +68,11 @@ class Config:
     degree: int = 8
     timing: Timing = field(default_factory=Timing)
     hold_back: float = 5.0
+    rate: float = 20.0  # own events a second per connection (0: no limit)
+    burst: float = 50.0
+    link_rate: float = 5000.0  # forwarded events a second per connection
+    patience: float = 10.0  # seconds over the limit before rate_limited
+    max_connections: int = 1024
 
 
 @dataclass(eq=False)
@@ -91,10 +96,16 @@ class Link:
     active: bool = False  # the one connection to hello.node (§3)
     left: bool = False  # the remote node sent its leave
     backlog: deque[tuple[str, int]] = field(default_factory=deque)
+    flood: FloodControl = field(default_factory=FloodControl)
 
     @property
     def node(self) -> str:
         return self.hello.node if self.hello else ""
+
+    @property
+    def catch_up_seq(self) -> int:
+        """The remote's own seq when it said hello: later ones are new."""
+        return self.hello.have.get(self.hello.node, 0) if self.hello else 0
 
     @property
     def name(self) -> str:
@@ -238,17 +249,26 @@ class Node:
     async def _close_all(self) -> None:
         error = self._final_error
         for link in list(self.sessions.values()):
+            # What waits in the backlog (our leave among it) goes out after
+            # the outbox, not through it: the outbox may be full.
+            rest = b"".join(event.raw for event in map(self.history.get, link.backlog) if event)
+            link.backlog.clear()
             if error is not None:
-                link.conn.fail(error)
+                link.conn.fail(error, before=rest)
             else:
-                link.conn.finish("shutting down")
+                link.conn.finish("shutting down", rest)
         with trio.move_on_after(self.config.timing.grace):
             for conn in list(self.sessions):
                 await conn.closed.wait()
 
     async def _accept(self, listeners: Sequence[trio.SocketListener]) -> None:
         async def handle(stream: trio.SocketStream) -> None:
-            await self._serve(stream, _peername(stream), outgoing=False)
+            full = len(self.sessions) >= self.config.max_connections
+            link = self._new_link(stream, _peername(stream), outgoing=False)
+            if full:
+                why = f"this node takes at most {self.config.max_connections} connections"
+                link.conn.fail(ProtocolError("too_many_connections", why))
+            await self._run_link(link)
 
         await trio.serve_listeners(handle, list(listeners), handler_nursery=self._conns)
 
@@ -328,8 +348,10 @@ class Node:
     def _new_link(
         self, stream: trio.abc.Stream, remote: tuple[str, int] | None, outgoing: bool
     ) -> Link:
-        conn = Connection(stream, remote, outgoing=outgoing, timing=self.config.timing)
-        link = self.sessions[conn] = Link(conn)
+        config = self.config
+        conn = Connection(stream, remote, outgoing=outgoing, timing=config.timing)
+        flood = FloodControl(config.rate, config.burst, config.link_rate, config.patience)
+        link = self.sessions[conn] = Link(conn, flood=flood)
         return link
 
     def _start(
@@ -338,11 +360,6 @@ class Node:
         link = self._new_link(stream, remote, outgoing)
         self._conns.start_soon(self._run_link, link)
         return link
-
-    async def _serve(
-        self, stream: trio.abc.Stream, remote: tuple[str, int] | None, *, outgoing: bool
-    ) -> None:
-        await self._run_link(self._new_link(stream, remote, outgoing))
 
     def add_stream(self, stream: trio.abc.Stream, *, outgoing: bool) -> Link:
         """Serve an already open stream (tests use memory streams)."""
@@ -353,7 +370,7 @@ class Node:
         if conn.outgoing:
             conn.send_frame(self._hello())
         try:
-            await conn.serve(self._on_frames)
+            await conn.serve(self._on_frame)
         except Exception:
             # A bug of ours on one connection must not take the node down.
             log.exception("internal error on the connection with %s", link.name)
@@ -367,20 +384,41 @@ class Node:
             self.id, self.name, self.role.name, self.listen_port, self.sequencer.have_map(), PROTO
         )
 
-    def _on_frames(self, conn: Connection, frames: list[Frame | TextLine]) -> None:
+    def _on_frame(self, conn: Connection, frame: Frame | TextLine) -> float:
+        """Handle one frame; answer how long to stop reading this connection."""
         link = self.sessions.get(conn)
         if link is None:
-            return
-        for frame in frames:
-            if not conn.open:
-                return
-            try:
-                if conn.established:
-                    self._on_frame(link, frame)
-                else:
-                    self._on_first(link, frame)
-            except ProtocolError as exc:
-                conn.fail(exc)
+            return 0.0
+        try:
+            if not conn.established:
+                self._on_first(link, frame)
+                return 0.0
+            if isinstance(frame, Event):
+                # The remote's own new events draw on its small budget; what
+                # it forwards (and its own catch-up, which its hello's have
+                # already counted) on the large one.
+                own = frame.origin == link.node and frame.seq > link.catch_up_seq
+                pause = self._charge(link, own)
+                self._on_event(link, frame)
+                return pause
+            if isinstance(frame, TextLine):
+                pause = self._charge(link, own=True)
+                self._on_text(link, frame.text)
+                return pause
+            pause = self._charge(link, own=False)
+            self._on_link_frame(link, frame)
+            return pause
+        except ProtocolError as exc:
+            conn.fail(exc)
+            return 0.0
+
+    def _charge(self, link: Link, own: bool) -> float:
+        flood = link.flood
+        now = trio.current_time()
+        pause = flood.charge(own, now)
+        if pause and flood.exceeded(now):
+            raise ProtocolError("rate_limited", f"over the rate limit for {flood.patience:g} s")
+        return pause
 
     def _on_first(self, link: Link, frame: Frame | TextLine) -> None:
         conn = link.conn
@@ -430,7 +468,7 @@ class Node:
             lost = not client.left and not self.stopping
             if lost:
                 client.left = True
-                if link.conn.close_reason == "closed by remote":
+                if link.conn.close_reason == CLOSED_BY_REMOTE:
                     self._originate(client, "leave")  # closing its side is a leave (§9)
                     lost = False
                 else:
@@ -452,12 +490,8 @@ class Node:
 
     # --------------------------------------------------------------- frames
 
-    def _on_frame(self, link: Link, frame: Frame | TextLine) -> None:
-        if isinstance(frame, Event):
-            self._on_event(link, frame)
-        elif isinstance(frame, TextLine):
-            self._on_text(link, frame.text)
-        elif isinstance(frame, Ping):
+    def _on_link_frame(self, link: Link, frame: Frame) -> None:
+        if isinstance(frame, Ping):
             link.conn.send_frame(Pong(frame.nonce))
         elif isinstance(frame, Peers):
             self.role.on_peers(link, frame)

@@ -419,7 +419,10 @@ def make_event(
 def split_addr(addr: str) -> tuple[str, int] | None:
     """``"host:port"`` or ``"[v6]:port"`` as (host, port), or None if malformed."""
     host, sep, port_text = addr.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or len(port_text) > 5:
+    # isdigit alone admits "²" and Arabic-Indic digits, which int() refuses or misreads.
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
+        return None
+    if len(port_text) > 5:
         return None
     port = int(port_text)
     if not 0 < port < 65536:
@@ -488,6 +491,14 @@ class Decoder:
             return self._fail("more than {} bytes arrived without a newline", out)
         self._buf = rest
         return out
+
+    def close(self) -> list[Frame | TextLine]:
+        """End of input: a plain-text client's last line counts without newline."""
+        if self.error or not self._buf:
+            return []
+        if self.plain_text or (self.plain_text is None and not self._buf.startswith(b"{")):
+            return self.feed(b"\n")
+        return []  # an unfinished JSON frame is nothing
 
     def _line(self, line: bytes) -> Frame | TextLine:
         if self.plain_text is None:

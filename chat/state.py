@@ -79,8 +79,9 @@ class Sequencer:
 
     def record_own(self, origin: str, seq: int) -> None:
         """Note an event this node created itself: nothing to order."""
-        track = self._track(origin, seq - 1)
+        track = self._origins.get(origin) or self._track(origin, seq - 1)
         track.have = seq
+        self._origins.move_to_end(origin)
 
     def accept(self, event: Event, now: float) -> list[Delivery] | None:
         track = self._origins.get(event.origin)
@@ -108,6 +109,10 @@ class Sequencer:
             out.append(nxt)
         if not track.held:
             self._gapped.discard(event.origin)
+        elif len(out) > 1:
+            # A partial fill: what is still held waits behind a gap that is
+            # newly exposed, and gets its own full hold-back.
+            track.held_since = now
         return out
 
     def next_deadline(self) -> float | None:

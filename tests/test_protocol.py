@@ -318,41 +318,46 @@ BAD_TEXTS: list[Any] = [
 BAD_TS: list[Any] = [True, False, "1", None, [], {}, 10**400, -(10**400)]
 BAD_SEQ: list[Any] = [0, -1, *NOT_AN_INT]
 
+BAD_TYPES: list[Any] = [5, None, True, False, ["hello"]]
+BAD_ROLES: list[Any] = ["client", "Peer", "", 1, None, True]
+BAD_LISTEN: list[Any] = [-1, 65536, True, False, 8081.0, "8081", [], {}]
+BAD_HAVES: list[Any] = [
+    [],
+    "x",
+    None,
+    1,
+    True,
+    {"xyz": 1},
+    {A.upper(): 1},
+    {B: -1},
+    {B: True},
+    {B: 1.0},
+    {B: "1"},
+    {B: None},
+]
+BAD_PEER_LISTS: list[Any] = ["x", None, {}, 1, [1], ["x"], [None], [[]]]
+BAD_NONCES: list[Any] = [True, False, 1.5, None, [], {}]
+BAD_CODES: list[Any] = [5, None, True, [], {}]
+
 ILL_TYPED: list[tuple[str, str, Any]] = [
-    *(("hello", "type", v) for v in (5, None, True, ["hello"])),
+    *(("hello", "type", v) for v in BAD_TYPES),
     *(("hello", "proto", v) for v in NOT_AN_INT),
     *(("hello", "node", v) for v in BAD_IDS),
     *(("hello", "name", v) for v in BAD_NAMES),
-    *(("hello", "role", v) for v in ("client", "Peer", "", 1, None, True)),
-    *(("hello", "listen", v) for v in (-1, 65536, True, False, 8081.0, "8081", [], {})),
-    *(
-        ("hello", "have", v)
-        for v in (
-            [],
-            "x",
-            None,
-            1,
-            True,
-            {"xyz": 1},
-            {A.upper(): 1},
-            {B: -1},
-            {B: True},
-            {B: 1.0},
-            {B: "1"},
-            {B: None},
-        )
-    ),
-    *((k, "type", v) for k in EVENT_KINDS for v in (5, None, False)),
+    *(("hello", "role", v) for v in BAD_ROLES),
+    *(("hello", "listen", v) for v in BAD_LISTEN),
+    *(("hello", "have", v) for v in BAD_HAVES),
+    *((k, "type", v) for k in EVENT_KINDS for v in BAD_TYPES),
     *((k, "origin", v) for k in EVENT_KINDS for v in BAD_IDS),
     *((k, "seq", v) for k in EVENT_KINDS for v in BAD_SEQ),
     *((k, "ts", v) for k in EVENT_KINDS for v in BAD_TS),
     *((k, "name", v) for k in EVENT_KINDS for v in BAD_NAMES),
     *(("msg", "text", v) for v in BAD_TEXTS),
     *(("lost", "node", v) for v in BAD_IDS),
-    *(("peers", "peers", v) for v in ("x", None, {}, 1, [1], ["x"], [None], [[]])),
-    *(("ping", "nonce", v) for v in (True, False, 1.5, None, [], {})),
-    *(("pong", "nonce", v) for v in (True, False, 1.5, None, [], {})),
-    *(("error", "code", v) for v in (5, None, True, [], {})),
+    *(("peers", "peers", v) for v in BAD_PEER_LISTS),
+    *(("ping", "nonce", v) for v in BAD_NONCES),
+    *(("pong", "nonce", v) for v in BAD_NONCES),
+    *(("error", "code", v) for v in BAD_CODES),
 ]
 
 
@@ -481,7 +486,9 @@ def test_invalid_json(line: bytes) -> None:
 
 @pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
 def test_nan_and_infinity_are_not_json(constant: bytes) -> None:
-    assert_bad(b'{"type":"join","origin":"%s","seq":1,"ts":%s,"name":"a"}\n' % (A.encode(), constant))
+    assert_bad(
+        b'{"type":"join","origin":"%s","seq":1,"ts":%s,"name":"a"}\n' % (A.encode(), constant)
+    )
     assert_bad(b'{"type":"ping","nonce":%s}\n' % constant)
     # Not JSON even where the value would be ignored.
     assert_bad(b'{"type":"future","x":%s}\n' % constant)
@@ -1099,10 +1106,10 @@ def test_text_problem_rejects(text: str) -> None:
 
 node_ids = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
 names = st.text(
-    alphabet=st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=MAX_NAME
+    alphabet=st.characters(exclude_categories=["Cc", "Cs"]), min_size=1, max_size=MAX_NAME
 ).filter(lambda s: name_problem(s) is None)
 texts = st.text(
-    alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\n\x00"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\n\x00"),
     min_size=1,
     max_size=200,
 )
@@ -1137,9 +1144,9 @@ link_frames = st.one_of(
     st.builds(Pong, st.integers(min_value=0, max_value=2**53)),
     st.builds(
         Peers,
-        st.lists(
-            st.builds(PeerInfo, node_ids, names, st.just("127.0.0.1:8082")), max_size=3
-        ).map(tuple),
+        st.lists(st.builds(PeerInfo, node_ids, names, st.just("127.0.0.1:8082")), max_size=3).map(
+            tuple
+        ),
     ),
 )
 frames = st.one_of(events(), hellos, link_frames)
@@ -1238,8 +1245,8 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
     max_leaves=8,
 )
-# Ports made of characters that str.isdigit() accepts but int() may not.
-digit_like = st.text(alphabet=st.characters(categories=("Nd", "No")), min_size=1, max_size=5)
+# Ports made of characters that str.isdigit() accepts, some of which int() does not.
+digit_like = st.text(alphabet=st.sampled_from("0123456789²³¹⁴①⑨٣۴५８"), min_size=1, max_size=5)
 addrs = st.one_of(
     st.text(max_size=20),
     st.builds(lambda h, p: f"{h}:{p}", st.sampled_from(["h", "[::1]", "1.2.3.4"]), digit_like),
@@ -1275,3 +1282,16 @@ def test_mangled_frames_are_a_frame_or_bad_frame(kind: str, changes: dict[str, A
         assert isinstance(frame, Hello | Event | Peers | Ping | Pong | Error | Unknown)
         if isinstance(frame, Event):
             assert encode(frame) == line
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(peer_entries, min_size=1, max_size=3))
+def test_mangled_peer_entries_are_peers_or_bad_frame(entries: list[dict[str, Any]]) -> None:
+    try:
+        frame = parse_frame(line_of(obj("peers", peers=entries)))
+    except ProtocolError as exc:
+        assert exc.code == "bad_frame"
+    else:
+        assert isinstance(frame, Peers)
+        for info in frame.peers:
+            assert split_addr(info.addr) is not None
