@@ -16,6 +16,7 @@ import trio
 
 from chat import __version__
 from chat.commands import drive
+from chat.connection import Timing
 from chat.hub import HubFormatter, HubRole, wants_colour
 from chat.node import Config, Node
 from chat.peer import PeerRole
@@ -43,6 +44,32 @@ def _count(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"invalid count {text!r} (a whole number)")
     return int(text)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid number {text!r} (0 or more)")
+    return value
+
+
+def config_from(args: argparse.Namespace, name: str) -> Config:
+    """The node's configuration from the options both roles share."""
+    keepalive = args.keepalive or 15.0
+    timing = Timing(ping_after=keepalive, dead_after=3 * keepalive)
+    return Config(
+        name,
+        history=args.history,
+        degree=getattr(args, "degree", 0),
+        timing=timing,
+        rate=args.rate,
+        burst=args.burst,
+        link_rate=args.link_rate,
+        max_connections=args.max_connections,
+    )
 
 
 def _name(text: str) -> str:
@@ -81,6 +108,36 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         )
         role.add_argument(
             "--host", default="0.0.0.0", help="address to listen on (default: all IPv4)"
+        )
+    for role in (peer, hub):
+        limits = role.add_argument_group("limits (both roles)")
+        limits.add_argument(
+            "--rate",
+            type=_number,
+            default=20.0,
+            help="events a second a connection may originate (default 20; 0: no limit)",
+        )
+        limits.add_argument(
+            "--burst", type=_number, default=50.0, help="events allowed in a burst (default 50)"
+        )
+        limits.add_argument(
+            "--link-rate",
+            type=_number,
+            default=5000.0,
+            help="forwarded events a second per connection (default 5000; 0: no limit)",
+        )
+        limits.add_argument(
+            "--max-connections",
+            type=_count,
+            default=1024,
+            help="connections accepted at once (default 1024)",
+        )
+        limits.add_argument(
+            "--keepalive",
+            type=_number,
+            default=15.0,
+            help="seconds of silence before a ping; a link silent 3 times as long is lost"
+            " (default 15, as the protocol says; shorter only for tests)",
         )
     peer.add_argument("--name", type=_name, help="your name (default: asked, or your login name)")
     peer.add_argument("--json", action="store_true", help="transcript as JSON lines")
@@ -208,7 +265,7 @@ def run_peer(args: argparse.Namespace) -> int:
         return _run_interactive(args, sock)
     name = args.name or login_name()
     node = Node(
-        Config(name, history=args.history, degree=args.degree),
+        config_from(args, name),
         PeerRole(),
         Transcript(sys.stdout, json_mode=args.json),
     )
@@ -225,7 +282,7 @@ def _run_interactive(args: argparse.Namespace, sock: socket.socket) -> int:
 
     async def trio_main(ui: ChatUI) -> int:
         assert ui.name is not None
-        node = Node(Config(ui.name, history=args.history, degree=args.degree), PeerRole(), ui.show)
+        node = Node(config_from(args, ui.name), PeerRole(), ui.show)
         log.handlers[:] = [_UIHandler(ui)]
         ui.status = lambda: status_text(node)
 
@@ -257,7 +314,7 @@ def run_hub(args: argparse.Namespace) -> int:
     sock = _bind(args.host, args.port)
     if sock is None:
         return 1
-    node = Node(Config(name=args.name, history=args.history), HubRole(quiet=args.quiet))
+    node = Node(config_from(args, args.name), HubRole(quiet=args.quiet))
 
     async def front() -> None:
         where = join_addr(args.host, node.listen_port or 0)
