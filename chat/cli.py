@@ -15,6 +15,8 @@ from functools import partial
 import trio
 
 from chat import __version__
+from chat.bench import add_arguments as add_bench_arguments
+from chat.bench import main as run_bench
 from chat.commands import drive
 from chat.connection import Timing
 from chat.hub import HubFormatter, HubRole, wants_colour
@@ -92,7 +94,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         epilog="trio-chat peer -h and trio-chat hub -h describe each role.",
     )
     parser.add_argument("--version", action="version", version=f"trio-chat {__version__}")
-    parser.add_argument("role", choices=["peer", "hub"], help="run a mesh peer or a hub")
+    parser.add_argument(
+        "role", choices=["peer", "hub", "bench"], help="run a mesh peer, a hub, or the load tool"
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     peer = argparse.ArgumentParser(
@@ -150,7 +154,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     hub.add_argument("--name", type=_name, default="hub", help="the hub's name (default: hub)")
     hub.add_argument("--history", type=_count, default=10000, help="events kept (default 10000)")
     hub.add_argument("--quiet", action="store_true", help="do not log every message")
-    return parser, {"peer": peer, "hub": hub}
+    bench = argparse.ArgumentParser(
+        prog="trio-chat bench", description="Load a hub or peer and measure it."
+    )
+    add_bench_arguments(bench)
+    return parser, {"peer": peer, "hub": hub, "bench": bench}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -326,7 +334,7 @@ def run_hub(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    run = run_hub if args.role == "hub" else run_peer
+    run = {"hub": run_hub, "peer": run_peer, "bench": run_bench}[args.role]
     try:
         return run(args)
     except KeyboardInterrupt:  # a second Ctrl+C while leaving

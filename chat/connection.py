@@ -99,7 +99,7 @@ class Connection:
             return False
         try:
             self._outbox_send.send_nowait(data)
-        except (trio.WouldBlock, trio.ClosedResourceError):
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             return False
         self.queued_bytes += len(data)
         return True
@@ -153,6 +153,8 @@ class Connection:
                     self._writer_scope.deadline, trio.current_time() + self.timing.grace
                 )
         finally:
+            # Also when cancelled from outside: later sends answer False.
+            self._outbox_send.close()
             self._outbox.close()
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()

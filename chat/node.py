@@ -573,6 +573,12 @@ class Node:
         joined = self.me.joined
         clients = [link for link in self.sessions.values() if link.client and not link.client.left]
         for delivery in deliveries:
+            if isinstance(delivery, Event) and delivery.kind == "lost" and (
+                delivery.node == self.id or delivery.node in self.links
+            ):
+                # A stale report (a cut since healed) about us or about a
+                # node we are linked to right now: kept and forwarded, not shown.
+                continue
             entry = self.members.apply(delivery, delivery.ts < joined)
             if entry is None:
                 continue

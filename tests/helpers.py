@@ -94,12 +94,16 @@ class ObservedRole(PeerRole):
         super().__init__()
         self.changes = changes
 
-    def link_up(self, link: Link) -> None:
-        super().link_up(link)
+    def link_up(self, link: Link, replacing: Link | None = None) -> None:
+        super().link_up(link, replacing)
         self.changes.notify()
 
     def link_down(self, link: Link, lost: bool) -> None:
         super().link_down(link, lost)
+        self.changes.notify()
+
+    def link_failed(self, link: Link) -> None:
+        super().link_failed(link)
         self.changes.notify()
 
     def on_event(self, link: Link | None, event: Event) -> None:
@@ -264,6 +268,7 @@ class Group:
         self.nursery = nursery
         self.peers: list[PeerHandle] = []
         self.clients: list[RawClient] = []
+        self.listeners: list[trio.SocketListener] = []
 
     async def start(
         self,
@@ -286,6 +291,12 @@ class Group:
         self.clients.append(client)
         return client
 
+    async def listener(self) -> tuple[trio.SocketListener, int]:
+        """A listener on 127.0.0.1 (port 0) for a node to dial; closed with the group."""
+        listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
+        self.listeners.append(listener)
+        return listener, listener.socket.getsockname()[1]
+
     async def aclose(self) -> None:
         for handle in self.peers:
             handle.node.stop()
@@ -293,6 +304,8 @@ class Group:
             await handle.finished.wait()
         for client in self.clients:
             await client.aclose()
+        for listener in self.listeners:
+            await listener.aclose()
 
 
 # --------------------------------------------------------------------------
@@ -326,6 +339,14 @@ class RawClient:
     @classmethod
     async def connect(cls, port: int, node_id: str | None = None, name: str = "raw") -> RawClient:
         stream = await trio.open_tcp_stream(HOST, port)
+        return cls(stream, node_id, name)
+
+    @classmethod
+    async def accept(
+        cls, listener: trio.SocketListener, node_id: str | None = None, name: str = "raw"
+    ) -> RawClient:
+        """The next connection a node dials to ``listener``, as a raw client."""
+        stream = await listener.accept()
         return cls(stream, node_id, name)
 
     # ------------------------------------------------------------ sending

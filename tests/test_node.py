@@ -11,7 +11,7 @@ values. § refers to docs/PROTOCOL.md.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
@@ -30,6 +30,7 @@ from chat.protocol import (
     Pong,
     encode,
 )
+from chat.state import Entry
 
 # --------------------------------------------------------------------------
 # Small test-local helpers
@@ -50,6 +51,11 @@ async def wait_texts(handle: PeerHandle, texts: list[str]) -> None:
     """Wait until ``handle`` has shown every one of ``texts``."""
     wanted = set(texts)
     await handle.until(lambda: wanted <= set(handle.texts()))
+
+
+def lost_about(node_id: str) -> Callable[[Entry], bool]:
+    """Matches the ``lost`` entry about ``node_id`` (whoever reported it)."""
+    return lambda e: e.kind == "lost" and e.event is not None and e.event.node == node_id
 
 
 async def full_mesh(group: Group, *names: str, degree: int = 8) -> list[PeerHandle]:
@@ -156,7 +162,8 @@ async def test_late_joiner_gets_history(group: Group) -> None:
         c = await group.start("carol")
         c.dial(b)
         await wait_texts(c, ["early from alice", "early from bob"])
-        assert c.texts() == ["early from alice", "early from bob"]
+        # Catch-up follows B's history, where B's own line came first.
+        assert sorted(c.texts()) == ["early from alice", "early from bob"]
         for entry in c.entries:
             if entry.kind == "msg" or (entry.kind == "join" and entry.origin != c.id):
                 assert entry.history, entry
@@ -217,6 +224,37 @@ async def test_cut_groups_chat_apart_then_exchange_what_they_missed(
             assert not any(e.history for e in handle.entries if e.kind == "msg")
 
 
+async def test_rejoined_node_is_not_shown_lost_to_itself(group: Group) -> None:
+    with trio.fail_after(5):
+        a = await group.start("a")
+        b = await group.start("b")
+        a.dial(b, persistent=False)
+        await a.wait_linked(b)
+        a.node.say("hello b")
+        b.node.say("hello a")
+        await a.wait_text("hello a")
+        await b.wait_text("hello b")
+
+        # Cut: each reports the other lost (both knew the other was there).
+        b.node.links[a.id].conn.finish("cut by the test")
+        await a.wait_entry(lost_about(b.id))
+        await b.wait_entry(lost_about(a.id))
+
+        # Re-join: catch-up brings each the other's report about itself.
+        b.dial(a, persistent=False)
+        a.node.say("back")
+        await b.wait_text("back")
+        b.node.say("back too")
+        await a.wait_text("back too")
+        await settle()
+        for me in (a, b):
+            # Nobody is told that they themselves were lost: they never left.
+            assert me.about("lost", me.id) == [], me.node.name
+            member = me.node.members.get(me.id)
+            assert member is not None
+            assert member.present, me.node.name
+
+
 # --------------------------------------------------------------------------
 # Departures
 
@@ -236,9 +274,7 @@ async def test_vanished_node_is_shown_lost_once(group: Group) -> None:
         await x_to_a.reset()
         await x_to_b.aclose()
         for handle in (a, b, c):
-            await handle.wait_entry(
-                lambda e: e.kind == "lost" and e.event is not None and e.event.node == x
-            )
+            await handle.wait_entry(lost_about(x))
 
         # A third report of the same departure changes nothing (§4).
         y = await raw_peer(group, c.port, "yves")
@@ -284,24 +320,29 @@ async def test_stopped_node_is_shown_leaving_once(group: Group) -> None:
             assert not member.present
 
 
-async def test_cancelled_node_is_shown_lost_once(group: Group) -> None:
+async def test_cancelled_nodes_are_shown_lost_once(group: Group) -> None:
+    # Cancelling a node is a crash as its neighbours see it: sockets close
+    # with no leave. It must not raise anything but Cancelled out of
+    # Node.run, whatever order its connections end in (trio shuffles it),
+    # hence several nodes, each with several links.
     with trio.fail_after(5):
-        a, b, c = await full_mesh(group, "a", "b", "c")
-        c.scope.cancel()  # a crash: its sockets close, no leave is sent
-        for handle in (a, b):
-            await handle.wait_entry(
-                lambda e: e.kind == "lost" and e.event is not None and e.event.node == c.id
-            )
-            await handle.wait_unlinked(c)
-        await c.finished.wait()
+        handles = await full_mesh(group, "a", "b", "c", "d", "e", "f")
+        a, b = handles[:2]
+        for gone in reversed(handles[2:]):
+            gone.scope.cancel()
+            for handle in (a, b):
+                await handle.wait_entry(lost_about(gone.id))
+                await handle.wait_unlinked(gone)
+            await gone.finished.wait()
 
         a.node.say("still here")
         await b.wait_text("still here")
         await settle()
-        for handle in (a, b):
-            # A and B both report C lost; each shows it once (§4).
-            assert len(handle.about("lost", c.id)) == 1
-            assert handle.about("leave", c.id) == []
+        for gone in handles[2:]:
+            for handle in (a, b):
+                # Every neighbour reported it lost; each shows it once (§4).
+                assert len(handle.about("lost", gone.id)) == 1
+                assert handle.about("leave", gone.id) == []
 
 
 # --------------------------------------------------------------------------
@@ -402,6 +443,127 @@ async def test_node_answers_hello_with_its_own(group: Group) -> None:
         msg = await client.expect(Event)
         assert (join.kind, join.seq, msg.kind, msg.seq) == ("join", 1, "msg", 2)
         assert msg.text == "before you came"
+
+
+async def test_catch_up_sends_only_what_have_lacks(group: Group) -> None:
+    with trio.fail_after(5):
+        a = await group.start("a")
+        for i in range(2, 6):
+            a.node.say(f"m{i}")  # seqs 2..5
+        client = await group.client(a.port)
+        await client.handshake(have={a.id: 3})
+        await client.send_frame(Ping("done"))
+        skipped: list[Frame] = []
+        await client.expect(Pong, skipped)
+        events = [f for f in skipped if isinstance(f, Event)]
+        assert [(e.origin, e.seq) for e in events] == [(a.id, 4), (a.id, 5)]
+
+
+async def test_dialler_sends_hello_first_and_gives_up_without_answer(group: Group) -> None:
+    with trio.fail_after(5):
+        a = await group.start("a", timing=Timing(handshake=0.3))
+        listener, port = await group.listener()
+        a.dial(port, persistent=False)
+        far = await RawClient.accept(listener, name="mute")
+        group.clients.append(far)
+        hello = await far.receive_frame()
+        assert isinstance(hello, Hello)
+        assert hello.node == a.id
+        assert hello.listen == a.port
+        start = trio.current_time()
+        # We never answer: the dialler closes, with no error frame (§3).
+        rest = await far.expect_eof()
+        assert rest == [], frame_types(rest)
+        assert trio.current_time() - start >= 0.25
+        assert far.id not in a.node.links
+
+
+@pytest.mark.parametrize("far_id", ["0" * 32, "f" * 32], ids=["far-smaller", "far-larger"])
+async def test_one_link_per_pair_keeps_the_smaller_ids_dial(group: Group, far_id: str) -> None:
+    with trio.fail_after(5):
+        a = await group.start("a")
+        assert far_id != a.id
+        # A dials "far" (a raw node on our listener) and far dials A.
+        listener, port = await group.listener()
+        a.dial(port, persistent=False)
+        dialled_by_a = await RawClient.accept(listener, far_id, "far")
+        group.clients.append(dialled_by_a)
+        assert isinstance(await dialled_by_a.receive_frame(), Hello)
+        await dialled_by_a.send_frame(dialled_by_a.hello(listen=port))
+        await a.wait_linked(far_id)
+
+        dialled_by_far = await group.client(a.port, far_id, "far")
+        await dialled_by_far.handshake(listen=port)
+        if far_id < a.id:
+            keep, drop = dialled_by_far, dialled_by_a
+        else:
+            keep, drop = dialled_by_a, dialled_by_far
+        dropped = await drop.expect_eof()
+        assert not any(isinstance(f, Error) for f in dropped), frame_types(dropped)
+        # The kept one still works, and the switch was no departure.
+        await keep.send_frame(Ping("still there"))
+        assert (await keep.expect(Pong)).nonce == "still there"
+        assert far_id in a.node.links
+        assert len(a.node.sessions) == 1
+        assert not any(e.kind == "lost" for e in a.entries)
+
+
+async def test_second_connection_from_same_dialler_is_closed(group: Group) -> None:
+    with trio.fail_after(5):
+        a = await group.start("a")
+        first = await raw_peer(group, a.port, "twice")
+        second = await group.client(a.port, first.id, "twice")
+        await second.send_frame(second.hello())
+        # Both were dialled by the same node: the older one stays.
+        frames = await second.expect_eof()
+        assert frame_types(frames) == ["Hello"]
+        await first.send_frame(Ping(1))
+        assert (await first.expect(Pong)).nonce == 1
+        assert len(a.node.sessions) == 1
+
+
+async def test_late_joiner_with_short_history_sees_no_gap(group: Group) -> None:
+    with trio.fail_after(5):
+        a = await group.start("alice", history=3)
+        for i in range(1, 6):
+            a.node.say(f"m{i}")  # seqs 2..6; A keeps only 4, 5, 6
+        b = await group.start("bob")
+        b.dial(a)
+        await b.wait_text("m5")
+        a.node.say("m6")
+        await b.wait_text("m6")
+        await settle()
+        # The first event heard of A sets where A starts for B: nothing
+        # before it is waited for or reported missed (§5).
+        assert b.texts() == ["m3", "m4", "m5", "m6"]
+        assert not any(e.kind == "gap" for e in b.entries)
+
+
+async def test_frame_of_exactly_max_frame_bytes_is_accepted(group: Group) -> None:
+    with trio.fail_after(5):
+        a = await group.start("a")
+        client = await raw_peer(group, a.port, "big")
+        event = client.event("msg", text="padded")
+        head = event.raw[:-2] + b',"pad":"'
+        line = head + b"p" * (MAX_FRAME - len(head) - 3) + b'"}\n'
+        assert len(line) == MAX_FRAME
+        await client.send(line)
+        await a.wait_text("padded")
+        assert client.id in a.node.links
+
+
+async def test_stop_sends_leave_then_closes(group: Group) -> None:
+    with trio.fail_after(5):
+        a = await group.start("a")
+        client = await raw_peer(group, a.port)
+        await client.send_frame(Ping(0))
+        await client.expect(Pong)
+        a.node.stop()
+        leave = await client.expect_event(lambda e: e.origin == a.id and e.kind == "leave")
+        assert leave.name == "a"
+        rest = await client.expect_eof()
+        assert rest == [], frame_types(rest)
+        await a.finished.wait()
 
 
 # --------------------------------------------------------------------------
@@ -551,8 +713,12 @@ async def test_unknown_types_and_fields_are_ignored(group: Group) -> None:
         msg = client.event("msg", text="with extras")
         await client.send(msg.raw[:-2] + b',"mood":"happy","reply_to":null}\n')
         await a.wait_text("with extras")
+        # A second hello on an established link is ignored too.
+        await client.send_frame(client.hello(have={a.id: 0}))
         await client.send_frame(Ping(8))
-        assert (await client.expect(Pong)).nonce == 8
+        skipped: list[Frame] = []
+        assert (await client.expect(Pong, skipped)).nonce == 8
+        assert not any(isinstance(f, (Hello, Event, Error)) for f in skipped), frame_types(skipped)
         assert client.id in a.node.links
 
 
@@ -673,9 +839,7 @@ async def test_idle_link_gets_ping_then_dead_link_is_lost(
         # Nothing received for 45 s: closed and lost.
         await client.expect_eof()
         assert 45 <= trio.current_time() - quiet_since < 45.5
-        await a.wait_entry(
-            lambda e: e.kind == "lost" and e.event is not None and e.event.node == client.id
-        )
+        await a.wait_entry(lost_about(client.id))
         assert client.id not in a.node.links
 
 
@@ -689,9 +853,7 @@ async def test_dead_link_on_real_clock_is_lost(group: Group) -> None:
         frames = await client.expect_eof()
         assert trio.current_time() - start >= 0.3
         assert any(isinstance(f, Ping) for f in frames), frame_types(frames)
-        lost = await a.wait_entry(
-            lambda e: e.kind == "lost" and e.event is not None and e.event.node == client.id
-        )
+        lost = await a.wait_entry(lost_about(client.id))
         assert lost.who == "silent"
 
 

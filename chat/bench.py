@@ -1,0 +1,360 @@
+"""``trio-chat bench``: a load tool for hubs and peers, after redis-benchmark.
+
+It connects N protocol-v1 clients, has S of them send M messages each, and
+has every client count what it receives. The tool must not be the
+bottleneck of its own measurement, so receivers never decode JSON: they
+count a run-unique marker in 64 KiB reads with ``bytes.count`` and decode
+only one line per read, for latency, from the send time carried in the
+text. Its own CPU use is reported, and flagged when near 100%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import secrets
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import trio
+
+from chat.protocol import (
+    Hello,
+    Ping,
+    Pong,
+    ProtocolError,
+    encode,
+    make_event,
+    parse_frame,
+    split_addr,
+)
+
+READ_SIZE = 65536
+WINDOW = 512  # messages in flight (sent, not yet seen by the probe)
+QUIET = 3.0  # seconds without progress after sending ends: the run is over
+
+
+@dataclass
+class Options:
+    host: str
+    port: int
+    clients: int = 50
+    senders: int = 10
+    messages: int = 1000
+    rate: float = 0.0  # total messages a second; 0: as fast as the window allows
+    window: int = WINDOW
+    connect_concurrency: int = 200
+
+
+@dataclass
+class Result:
+    clients: int
+    senders: int
+    messages: int
+    expected: int
+    received: int
+    lost: int
+    duplicates: int
+    seconds: float
+    deliveries_per_s: float
+    latency_ms: dict[str, float]
+    connect_s: float
+    tool_cpu_percent: float
+    tool_saturated: bool
+    samples: int = 0
+
+    def table(self) -> str:
+        lat = self.latency_ms
+        lines = [
+            f"clients {self.clients}, senders {self.senders}, {self.messages} messages each",
+            f"connect time for all clients: {self.connect_s * 1000:.0f} ms",
+            f"deliveries: {self.received} of {self.expected} expected"
+            f" ({self.lost} lost, {self.duplicates} duplicates) in {self.seconds:.2f} s",
+            f"throughput: {self.deliveries_per_s:,.0f} deliveries/s",
+            f"latency ms: p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}"
+            f"  max {lat['max']:.2f}  ({self.samples} samples)",
+            f"bench tool CPU: {self.tool_cpu_percent:.0f}%"
+            + (
+                "  (saturated: the tool may have limited these figures)"
+                if self.tool_saturated
+                else ""
+            ),
+        ]
+        return "\n".join(lines)
+
+
+@dataclass(eq=False)
+class _Client:
+    index: int
+    stream: trio.SocketStream
+    node: str = field(default_factory=lambda: secrets.token_hex(16))
+    received: int = 0
+    sent: int = 0
+    pending: bytes = b""  # read past the node's hello
+
+
+class Bench:
+    """One run: connect, send, count, report."""
+
+    def __init__(self, options: Options) -> None:
+        self.o = options
+        self.tag = f"b{secrets.token_hex(4)} ".encode()  # marks this run's texts
+        self.marker = b'"text":"' + self.tag
+        self.clients: list[_Client] = []
+        self.latencies: list[float] = []
+        self.progress = trio.Event()
+        self.first_send = 0.0
+        self.last_receive = 0.0
+        self.sending_done = False
+
+    # -------------------------------------------------------------- connect
+
+    async def _connect(self, index: int, limit: trio.Semaphore) -> _Client:
+        async with limit:
+            stream = await trio.open_tcp_stream(self.o.host, self.o.port)
+            client = _Client(index, stream)
+            hello = Hello(client.node, f"bench{index}", "peer", None, {})
+            await stream.send_all(encode(hello))
+            # The node answers with its hello: the handshake is done.
+            buf = b""
+            while b"\n" not in buf:
+                chunk = await stream.receive_some(READ_SIZE)
+                if not chunk:
+                    raise ConnectionError(f"client {index}: closed during the handshake")
+                buf += chunk
+            first, _, client.pending = buf.partition(b"\n")
+            if b'"type":"hello"' not in first:
+                raise ConnectionError(f"client {index}: refused: {first[:200]!r}")
+            return client
+
+    # -------------------------------------------------------------- receive
+
+    async def _receive(self, client: _Client) -> None:
+        marker = self.marker
+        keep = len(marker) - 1
+        tail = client.pending
+        count = client.received
+        while True:
+            data = await client.stream.receive_some(READ_SIZE)
+            if not data:
+                return
+            buf = tail + data
+            found = buf.count(marker)
+            if found:
+                count += found
+                client.received = count
+                self.last_receive = time.monotonic()
+                self._sample(buf)
+                self._notify()
+            if b'"type":"ping"' in data:
+                await self._pong(client, buf)
+            tail = buf[-keep:]
+
+    def _notify(self) -> None:
+        # The producer replaces the event; waiters only wait, so none is
+        # ever left waiting on an event nobody will set.
+        self.progress.set()
+        self.progress = trio.Event()
+
+    async def _pong(self, client: _Client, buf: bytes) -> None:
+        """Answer the node's keepalive, or an idle client is dropped at 45 s."""
+        for line in buf.split(b"\n"):
+            if line.startswith(b'{"type":"ping"'):
+                try:
+                    frame = parse_frame(line)
+                except ProtocolError:
+                    continue  # cut by the read: the next read has it whole
+                if isinstance(frame, Ping):
+                    await client.stream.send_all(encode(Pong(frame.nonce)))
+
+    def _sample(self, buf: bytes) -> None:
+        # One line per read: the last marker's send time (monotonic ns).
+        at = buf.rfind(self.marker)
+        start = at + len(self.marker)
+        end = buf.find(b'"', start)
+        if end > 0:
+            try:
+                sent = int(buf[start:end]) / 1e9
+            except ValueError:
+                return
+            self.latencies.append(time.monotonic() - sent)
+
+    # ----------------------------------------------------------------- send
+
+    async def _send(self, client: _Client, probe: _Client, senders: list[_Client]) -> None:
+        o = self.o
+        stream = client.stream
+        name = f"bench{client.index}"
+        await stream.send_all(encode(make_event("join", client.node, 1, time.time(), name)))
+        interval = len(senders) / o.rate if o.rate else 0.0
+        next_at = trio.current_time()
+        seq = 1
+        while client.sent < o.messages:
+            if interval:
+                next_at += interval
+                await trio.sleep_until(next_at)
+                batch = 1
+            else:
+                # The window: stop while too much is in flight (sent, not yet
+                # seen by the probe client), so the node's buffers hold it.
+                while self._in_flight(probe, senders) >= o.window:
+                    await self.progress.wait()
+                batch = min(64, o.messages - client.sent, max(1, o.window // len(senders)))
+            frames = []
+            for _ in range(batch):
+                seq += 1
+                text = self.tag.decode() + str(time.monotonic_ns())
+                frames.append(
+                    encode(make_event("msg", client.node, seq, time.time(), name, text=text))
+                )
+            client.sent += batch
+            await stream.send_all(b"".join(frames))
+
+    def _in_flight(self, probe: _Client, senders: list[_Client]) -> int:
+        sent_to_probe = sum(s.sent for s in senders if s is not probe)
+        return sent_to_probe - probe.received
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, progress_bar: bool = False) -> Result:
+        o = self.o
+        cpu0 = _cpu()
+        t0 = time.monotonic()
+        limit = trio.Semaphore(o.connect_concurrency)
+        async with trio.open_nursery() as nursery:
+            results: list[_Client] = []
+
+            async def connect(i: int) -> None:
+                results.append(await self._connect(i, limit))
+
+            for i in range(o.clients):
+                nursery.start_soon(connect, i)
+        self.clients = sorted(results, key=lambda c: c.index)
+        connect_s = time.monotonic() - t0
+        senders = self.clients[: o.senders]
+        probe = self.clients[-1]
+        async with trio.open_nursery() as nursery:
+            for client in self.clients:
+                nursery.start_soon(self._receive, client)
+            if progress_bar:
+                nursery.start_soon(self._progress_bar)
+            self.first_send = time.monotonic()
+            async with trio.open_nursery() as sending:
+                for client in senders:
+                    sending.start_soon(self._send, client, probe, senders)
+            self.sending_done = True
+            expected_each = {
+                c.index: sum(s.sent for s in senders if s is not c) for c in self.clients
+            }
+            expected = sum(expected_each.values())
+            await self._wait_done(expected)
+            nursery.cancel_scope.cancel()
+        for client in self.clients:
+            await client.stream.aclose()
+        if progress_bar:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+        received = sum(c.received for c in self.clients)
+        seconds = max(self.last_receive - self.first_send, 1e-9)
+        wall = time.monotonic() - t0
+        cpu = 100.0 * (_cpu() - cpu0) / wall if wall else 0.0
+        return Result(
+            clients=o.clients,
+            senders=len(senders),
+            messages=o.messages,
+            expected=expected,
+            received=received,
+            lost=sum(max(0, expected_each[c.index] - c.received) for c in self.clients),
+            duplicates=sum(max(0, c.received - expected_each[c.index]) for c in self.clients),
+            seconds=seconds,
+            deliveries_per_s=received / seconds,
+            latency_ms=_percentiles(self.latencies),
+            connect_s=connect_s,
+            tool_cpu_percent=cpu,
+            tool_saturated=cpu >= 90.0,
+            samples=len(self.latencies),
+        )
+
+    async def _wait_done(self, expected: int) -> None:
+        while sum(c.received for c in self.clients) < expected:
+            with trio.move_on_after(QUIET) as quiet:
+                await self.progress.wait()
+            if quiet.cancelled_caught:
+                return  # no progress for a while: what is missing is lost
+
+    async def _progress_bar(self) -> None:
+        o = self.o
+        total = o.senders * o.messages * (o.clients - 1) or 1
+        while True:
+            received = sum(c.received for c in self.clients)
+            width = 30
+            done = min(width, width * received // total)
+            bar = "#" * done + "-" * (width - done)
+            print(
+                f"\r[{bar}] {100 * received / total:5.1f}% {received}/{total}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+            await trio.sleep(0.2)
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    if not samples:
+        return {"p50": math.nan, "p90": math.nan, "p99": math.nan, "max": math.nan}
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": 1000 * ordered[-1]}
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Raise the soft open-files limit toward ``wanted`` (the hard limit caps it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="HOST:PORT", help="the hub or peer to load")
+    parser.add_argument("--clients", type=int, default=50, help="clients to connect (default 50)")
+    parser.add_argument("--senders", type=int, default=10, help="clients that send (default 10)")
+    parser.add_argument("--messages", type=int, default=1000, help="messages per sender")
+    parser.add_argument("--rate", type=float, default=0.0, help="total messages/s (default: max)")
+    parser.add_argument("--window", type=int, default=WINDOW, help="messages in flight at most")
+    parser.add_argument("--json", action="store_true", help="one JSON line of results")
+
+
+def main(args: argparse.Namespace) -> int:
+    where = split_addr(args.target)
+    if where is None:
+        print(
+            f"trio-chat bench: invalid address {args.target!r} (expected HOST:PORT)",
+            file=sys.stderr,
+        )
+        return 2
+    if not 1 <= args.senders <= args.clients or args.messages < 1:
+        print("trio-chat bench: need 1 <= senders <= clients and messages >= 1", file=sys.stderr)
+        return 2
+    raise_fd_limit(args.clients + 100)
+    options = Options(
+        where[0], where[1], args.clients, args.senders, args.messages, args.rate, args.window
+    )
+    bench = Bench(options)
+    try:
+        result = trio.run(bench.run, sys.stderr.isatty() and not args.json)
+    except OSError as exc:
+        print(f"trio-chat bench: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(asdict(result)) if args.json else result.table(), flush=True)
+    return 0 if result.lost == 0 and result.duplicates == 0 else 1
