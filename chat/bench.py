@@ -126,8 +126,14 @@ class Bench:
                     raise ConnectionError(f"client {index}: closed during the handshake")
                 buf += chunk
             first, _, client.pending = buf.partition(b"\n")
-            if b'"type":"hello"' not in first:
-                raise ConnectionError(f"client {index}: refused: {first[:200]!r}")
+            try:
+                answer = parse_frame(first)
+            except ProtocolError as exc:
+                raise ConnectionError(f"client {index}: not a trio-chat node ({exc})") from None
+            if not isinstance(answer, Hello):
+                raise ConnectionError(
+                    f"client {index}: refused: {first[:200].decode(errors='replace')}"
+                )
             return client
 
     # -------------------------------------------------------------- receive
@@ -351,10 +357,14 @@ def main(args: argparse.Namespace) -> int:
         where[0], where[1], args.clients, args.senders, args.messages, args.rate, args.window
     )
     bench = Bench(options)
+    errors: list[BaseException] = []
     try:
         result = trio.run(bench.run, sys.stderr.isatty() and not args.json)
-    except OSError as exc:
-        print(f"trio-chat bench: {exc}", file=sys.stderr)
+    except* OSError as group:  # ConnectionError included
+        errors.extend(group.exceptions)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        print(f"trio-chat bench: {errors[0]}{more}", file=sys.stderr)
         return 1
     print(json.dumps(asdict(result)) if args.json else result.table(), flush=True)
     return 0 if result.lost == 0 and result.duplicates == 0 else 1

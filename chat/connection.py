@@ -46,6 +46,77 @@ FrameHandler = Callable[["Connection", "Frame | TextLine"], float]
 CLOSED_BY_REMOTE = "closed by remote"
 
 
+class Outbox:
+    """A bounded FIFO of frames with one consumer, the connection's writer.
+
+    Not a trio memory channel: fan-out puts one frame on every recipient's
+    outbox, and a list append is about a tenth of the cost of
+    ``send_nowait`` there (docs/benchmarks.md). The writer is woken once
+    per batch, not once per frame.
+    """
+
+    __slots__ = ("_frames", "_wakeup", "closed", "max_bytes", "max_frames", "size")
+
+    def __init__(self, max_frames: int, max_bytes: int) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.size = 0  # bytes queued
+        self.closed = False
+        self._frames: list[bytes] = []
+        self._wakeup: trio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def put(self, data: bytes) -> bool:
+        """Queue ``data``; False if closed or full (one frame always fits)."""
+        frames = self._frames
+        if self.closed or len(frames) >= self.max_frames:
+            return False
+        if self.size + len(data) > self.max_bytes and frames:
+            return False
+        frames.append(data)
+        self.size += len(data)
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+        return True
+
+    def close(self) -> None:
+        """No more puts; the writer takes what is queued, then sees the end."""
+        self.closed = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    async def take(self, max_bytes: int) -> bytes | None:
+        """Wait for frames; all queued (up to ``max_bytes``) as one string.
+
+        None once closed and empty.
+        """
+        while not self._frames:
+            if self.closed:
+                return None
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+        frames = self._frames
+        if self.size <= max_bytes:
+            self._frames = []
+            taken = frames
+        else:
+            count = size = 0
+            for frame in frames:
+                count += 1
+                size += len(frame)
+                if size >= max_bytes:
+                    break
+            taken = frames[:count]
+            del frames[:count]
+        data = b"".join(taken)
+        self.size -= len(data)
+        return data
+
+
 class Connection:
     """A stream with a reader task, a writer task and a bounded outbox."""
 
@@ -64,8 +135,7 @@ class Connection:
         self.outgoing = outgoing  # True if this side dialled
         self.timing = timing
         self.decoder = Decoder()
-        self.max_bytes = max_bytes
-        self.queued_bytes = 0
+        self.outbox = Outbox(max_frames, max_bytes)
         # Set by the node once the handshake is done; a plain-text client
         # gets neither pings nor the dead-link rule (it cannot pong).
         self.established = False
@@ -73,7 +143,6 @@ class Connection:
         self.on_drained: Callable[[], None] | None = None
         self.close_reason = ""  # why it ended: "" while open
         self.closed = trio.Event()
-        self._outbox_send, self._outbox = trio.open_memory_channel[bytes](max_frames)
         self._reader_scope = trio.CancelScope()
         self._writer_scope = trio.CancelScope()
         self._nonce = 0
@@ -91,18 +160,15 @@ class Connection:
     def open(self) -> bool:
         return not self.close_reason
 
+    @property
+    def queued_bytes(self) -> int:
+        return self.outbox.size
+
     # ---------------------------------------------------------------- sending
 
     def send(self, data: bytes) -> bool:
         """Queue ``data`` for the writer without waiting; False if it is full."""
-        if self.queued_bytes + len(data) > self.max_bytes and self.queued_bytes:
-            return False
-        try:
-            self._outbox_send.send_nowait(data)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
-        self.queued_bytes += len(data)
-        return True
+        return self.outbox.put(data)
 
     def send_frame(self, frame: Frame) -> bool:
         return self.send(encode(frame))
@@ -117,7 +183,7 @@ class Connection:
             return
         self.close_reason = reason
         self._final = final
-        self._outbox_send.close()  # the writer drains what is queued, then ends
+        self.outbox.close()  # the writer drains what is queued, then ends
         self._reader_scope.cancel()
 
     def fail(self, error: ProtocolError, before: bytes = b"") -> None:
@@ -154,8 +220,7 @@ class Connection:
                 )
         finally:
             # Also when cancelled from outside: later sends answer False.
-            self._outbox_send.close()
-            self._outbox.close()
+            self.outbox.close()
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
             self.closed.set()
@@ -218,40 +283,29 @@ class Connection:
                 self._reader_scope.cancel()
 
     async def _drain(self) -> None:
-        outbox = self._outbox
+        outbox = self.outbox
         timing = self.timing
         while True:
-            with trio.move_on_after(timing.ping_after) as idle:
-                try:
-                    first = await outbox.receive()
-                except trio.EndOfChannel:
+            data = None
+            with trio.move_on_after(timing.ping_after):
+                data = await outbox.take(BATCH_BYTES)
+                if data is None:
                     if self._final:
                         with trio.move_on_after(timing.stall):
                             await self.stream.send_all(self._final)
                     return
-            if idle.cancelled_caught:
+            if data is None:  # idle for ping_after
                 if not self.keepalive:
                     continue
                 self._nonce += 1
-                batch = [encode(Ping(self._nonce))]
-            else:
-                batch = [first]
-                size = len(first)
-                # Coalesce: one send_all for everything queued, not one
-                # system call per frame (the cost that dominates a relay).
-                while size < BATCH_BYTES:
-                    try:
-                        data = outbox.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    batch.append(data)
-                    size += len(data)
-                self.queued_bytes -= size
+                data = encode(Ping(self._nonce))
+            # One send_all for everything queued (coalescing), not one system
+            # call per frame: the cost that dominates a relay.
             with trio.move_on_after(timing.stall) as stall:
-                await self.stream.send_all(b"".join(batch) if len(batch) > 1 else batch[0])
+                await self.stream.send_all(data)
             if stall.cancelled_caught:
                 self.finish(f"stopped reading for {timing.stall:g} s")
                 self._reader_scope.cancel()
                 return
-            if self.on_drained is not None and self.open and not self.queued_bytes:
+            if self.on_drained is not None and self.open and not outbox.size:
                 self.on_drained()

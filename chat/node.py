@@ -98,6 +98,9 @@ class Link:
     backlog: deque[tuple[str, int]] = field(default_factory=deque)
     flood: FloodControl = field(default_factory=FloodControl)
 
+    def __post_init__(self) -> None:
+        self.put = self.conn.outbox.put  # bound once: fan-out calls it per recipient
+
     @property
     def node(self) -> str:
         return self.hello.node if self.hello else ""
@@ -184,6 +187,7 @@ class Node:
         self.members = Membership()
         self.links: dict[str, Link] = {}  # node id -> the active link to it
         self.sessions: dict[Connection, Link] = {}  # every open connection
+        self.clients: set[Link] = set()  # plain-text clients that have not left
         self.recent: deque[Entry] = deque(maxlen=RECENT_LINES)
         self.listen_port: int | None = None
         self.stopping = False
@@ -465,6 +469,7 @@ class Node:
     def _link_closed(self, link: Link) -> None:
         if link.client is not None:
             client = link.client
+            self.clients.discard(link)
             lost = not client.left and not self.stopping
             if lost:
                 client.left = True
@@ -517,17 +522,23 @@ class Node:
             self._gap_changed.set()
 
     def _flood(self, event: Event, came_from: Link | None) -> None:
+        # The hot path of a relay: one put per recipient of the bytes as
+        # received, no per-recipient object, task or call chain.
+        raw = event.raw
         for link in self.links.values():
-            if link is not came_from:
-                self._send_event(link, event)
+            # Order per origin must hold on each link: once anything waits
+            # in the backlog, everything after it waits there too.
+            if link is not came_from and (link.backlog or not link.put(raw)):
+                self._defer(link, event)
 
     def _send_event(self, link: Link, event: Event) -> None:
-        # Order per origin must hold on each link: once anything waits in
-        # the backlog, everything after it waits there too.
-        if link.backlog or not link.conn.send(event.raw):
-            if len(link.backlog) >= self.history.size:
-                link.backlog.popleft()  # gone from history anyway
-            link.backlog.append(event.key)
+        if link.backlog or not link.put(event.raw):
+            self._defer(link, event)
+
+    def _defer(self, link: Link, event: Event) -> None:
+        if len(link.backlog) >= self.history.size:
+            link.backlog.popleft()  # gone from history anyway
+        link.backlog.append(event.key)
 
     def _refill(self, link: Link) -> None:
         """The writer caught up: move backlog events from history to the outbox."""
@@ -571,10 +582,11 @@ class Node:
 
     def _deliver(self, deliveries: Iterable[Delivery]) -> None:
         joined = self.me.joined
-        clients = [link for link in self.sessions.values() if link.client and not link.client.left]
         for delivery in deliveries:
-            if isinstance(delivery, Event) and delivery.kind == "lost" and (
-                delivery.node == self.id or delivery.node in self.links
+            if (
+                isinstance(delivery, Event)
+                and delivery.kind == "lost"
+                and (delivery.node == self.id or delivery.node in self.links)
             ):
                 # A stale report (a cut since healed) about us or about a
                 # node we are linked to right now: kept and forwarded, not shown.
@@ -584,7 +596,7 @@ class Node:
                 continue
             self.recent.append(entry)
             self.sink(entry)
-            for link in clients:
+            for link in self.clients:
                 self._show_to_client(link, entry)
 
     async def _gap_timer(self) -> None:
@@ -609,6 +621,7 @@ class Node:
         client.joined = time.time()
         for entry in self.recent:
             self._show_to_client(link, replace(entry, history=True))
+        self.clients.add(link)
         self._originate(client, "join")
         self.role.link_up(link)
         if first_line:
@@ -621,6 +634,7 @@ class Node:
         command, _, arg = line.partition(" ")
         if command == "/exit":
             client.left = True
+            self.clients.discard(link)
             self._originate(client, "leave")
             link.conn.finish("left")
             return

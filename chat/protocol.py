@@ -315,6 +315,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for all frames: json.loads with a keyword builds a new one per call.
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_frame(line: bytes) -> Frame:
     """Parse one complete line (terminator included or not) into a frame.
 
@@ -327,7 +331,7 @@ def parse_frame(line: bytes) -> Frame:
         body = body[:-1]
     try:
         # Decode first: json.loads on bytes would also accept UTF-16 and -32.
-        obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        obj = _JSON.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise _bad("frame is not valid UTF-8") from None
     except (ValueError, RecursionError):

@@ -7,7 +7,7 @@ number, so the rules are unit-tested without trio. § refers to
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -217,6 +217,9 @@ class Membership:
     def __init__(self, max_members: int = 100_000) -> None:
         self.max_members = max_members
         self._members: OrderedDict[str, Member] = OrderedDict()
+        # How many present members bear each name: collisions in O(1), not
+        # a scan of every member per line shown (a hub may know thousands).
+        self._names: Counter[str] = Counter()
 
     def get(self, node: str) -> Member | None:
         return self._members.get(node)
@@ -229,9 +232,8 @@ class Membership:
         member = self._members.get(node)
         if member is None:
             return node[:8]
-        for other in self._members.values():
-            if other.present and other.name == member.name and other.node != node:
-                return f"{member.name}#{node[:4]}"
+        if self._names[member.name] > member.present:
+            return f"{member.name}#{node[:4]}"
         return member.name
 
     def apply(self, delivery: Delivery, history: bool) -> Entry | None:
@@ -270,19 +272,26 @@ class Membership:
         if member is None or not member.present:
             return None
         who = self.display_name(node)
-        member.present = False
+        self._set(member, member.name, present=False)
         return self._entry(event, history, who)
 
     def _heard(self, node: str, name: str, present: bool = True) -> None:
         member = self._members.get(node)
         if member is None:
-            member = self._members[node] = Member(node, name)
+            member = self._members[node] = Member(node, name, present=False)
             while len(self._members) > self.max_members:
-                self._members.popitem(last=False)
+                _, forgotten = self._members.popitem(last=False)
+                self._set(forgotten, forgotten.name, present=False)
         else:
             self._members.move_to_end(node)
-            member.name = name
-        member.present = member.present or present
+        self._set(member, name, member.present or present)
+
+    def _set(self, member: Member, name: str, present: bool) -> None:
+        if member.present:
+            self._names[member.name] -= 1
+        member.name, member.present = name, present
+        if present:
+            self._names[name] += 1
 
     @staticmethod
     def _entry(event: Event, history: bool, who: str, text: str = "") -> Entry:
