@@ -46,6 +46,7 @@ class Options:
     messages: int = 1000
     rate: float = 0.0  # total messages a second; 0: as fast as the window allows
     window: int = WINDOW
+    silent: int = 0  # clients that never read (a slow-consumer workload)
     connect_concurrency: int = 200
 
 
@@ -112,7 +113,8 @@ class Bench:
 
     # -------------------------------------------------------------- connect
 
-    async def _connect(self, index: int, limit: trio.Semaphore) -> _Client:
+    async def connect(self, index: int, limit: trio.Semaphore) -> _Client:
+        """Open one client and complete its handshake."""
         async with limit:
             stream = await trio.open_tcp_stream(self.o.host, self.o.port)
             client = _Client(index, stream)
@@ -234,7 +236,7 @@ class Bench:
             results: list[_Client] = []
 
             async def connect(i: int) -> None:
-                results.append(await self._connect(i, limit))
+                results.append(await self.connect(i, limit))
 
             for i in range(o.clients):
                 nursery.start_soon(connect, i)
@@ -242,8 +244,11 @@ class Bench:
         connect_s = time.monotonic() - t0
         senders = self.clients[: o.senders]
         probe = self.clients[-1]
+        # Silent clients sit just before the probe; they never read.
+        silent = set(self.clients[len(self.clients) - 1 - o.silent : -1]) if o.silent else set()
+        readers = [c for c in self.clients if c not in silent]
         async with trio.open_nursery() as nursery:
-            for client in self.clients:
+            for client in readers:
                 nursery.start_soon(self._receive, client)
             if progress_bar:
                 nursery.start_soon(self._progress_bar)
@@ -252,9 +257,7 @@ class Bench:
                 for client in senders:
                     sending.start_soon(self._send, client, probe, senders)
             self.sending_done = True
-            expected_each = {
-                c.index: sum(s.sent for s in senders if s is not c) for c in self.clients
-            }
+            expected_each = {c.index: sum(s.sent for s in senders if s is not c) for c in readers}
             expected = sum(expected_each.values())
             await self._wait_done(expected)
             nursery.cancel_scope.cancel()
@@ -272,8 +275,8 @@ class Bench:
             messages=o.messages,
             expected=expected,
             received=received,
-            lost=sum(max(0, expected_each[c.index] - c.received) for c in self.clients),
-            duplicates=sum(max(0, c.received - expected_each[c.index]) for c in self.clients),
+            lost=sum(max(0, expected_each[c.index] - c.received) for c in readers),
+            duplicates=sum(max(0, c.received - expected_each[c.index]) for c in readers),
             seconds=seconds,
             deliveries_per_s=received / seconds,
             latency_ms=_percentiles(self.latencies),
@@ -338,6 +341,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--messages", type=int, default=1000, help="messages per sender")
     parser.add_argument("--rate", type=float, default=0.0, help="total messages/s (default: max)")
     parser.add_argument("--window", type=int, default=WINDOW, help="messages in flight at most")
+    parser.add_argument("--silent", type=int, default=0, help="clients that never read")
     parser.add_argument("--json", action="store_true", help="one JSON line of results")
 
 
@@ -349,12 +353,24 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not 1 <= args.senders <= args.clients or args.messages < 1:
-        print("trio-chat bench: need 1 <= senders <= clients and messages >= 1", file=sys.stderr)
+    # Senders are the first clients; silent ones sit before the last (the probe).
+    room = args.clients - (args.silent + 1 if args.silent else 0)
+    if not 1 <= args.senders <= room:
+        print("trio-chat bench: need 1 <= senders and senders + silent < clients", file=sys.stderr)
+        return 2
+    if args.messages < 1:
+        print("trio-chat bench: --messages must be at least 1", file=sys.stderr)
         return 2
     raise_fd_limit(args.clients + 100)
     options = Options(
-        where[0], where[1], args.clients, args.senders, args.messages, args.rate, args.window
+        where[0],
+        where[1],
+        args.clients,
+        args.senders,
+        args.messages,
+        args.rate,
+        args.window,
+        args.silent,
     )
     bench = Bench(options)
     errors: list[BaseException] = []
