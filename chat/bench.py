@@ -198,7 +198,9 @@ class Bench:
         name = f"bench{client.index}"
         await stream.send_all(encode(make_event("join", client.node, 1, time.time(), name)))
         interval = len(senders) / o.rate if o.rate else 0.0
-        next_at = trio.current_time()
+        # Senders are spread evenly over the interval, not all at its start:
+        # a paced workload is a steady stream, not synchronised bursts.
+        next_at = trio.current_time() + interval * client.index / len(senders)
         seq = 1
         while client.sent < o.messages:
             if interval:

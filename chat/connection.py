@@ -17,6 +17,7 @@ stopped reading: the connection is closed and reported as lost.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,24 +47,73 @@ FrameHandler = Callable[["Connection", "Frame | TextLine"], float]
 CLOSED_BY_REMOTE = "closed by remote"
 
 
+class Flusher:
+    """Hands every outbox filled during a scheduling step to the kernel, once.
+
+    Fan-out puts a frame on each recipient's outbox; waking each writer task
+    for it costs a task switch per recipient per message, which made a
+    quiet hub slower than a plain asyncio relay (docs/benchmarks.md, W2).
+    Instead the outboxes mark themselves here and one task, running after
+    the current step, writes each idle one straight to its socket: one
+    write per recipient for a lone message, one per recipient per *read*
+    under load (the read's frames coalesce). Busy writers keep their queue.
+    """
+
+    def __init__(self) -> None:
+        self._dirty: list[Outbox] = []
+        self._wakeup = trio.Event()
+
+    def mark(self, outbox: Outbox) -> None:
+        if not self._dirty:
+            self._wakeup.set()
+        self._dirty.append(outbox)
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            dirty, self._dirty = self._dirty, []
+            for outbox in dirty:
+                outbox.flush()
+
+
 class Outbox:
     """A bounded FIFO of frames with one consumer, the connection's writer.
 
     Not a trio memory channel: fan-out puts one frame on every recipient's
-    outbox, and a list append is about a tenth of the cost of
-    ``send_nowait`` there (docs/benchmarks.md). The writer is woken once
-    per batch, not once per frame.
+    outbox, and a list append is a fraction of the cost of ``send_nowait``
+    (docs/benchmarks.md). Without a :class:`Flusher` the writer is woken
+    on the first put; with one, the flusher decides.
     """
 
-    __slots__ = ("_frames", "_wakeup", "closed", "max_bytes", "max_frames", "size")
+    __slots__ = (
+        "_frames",
+        "_marked",
+        "_wakeup",
+        "closed",
+        "fd",
+        "flusher",
+        "max_bytes",
+        "max_frames",
+        "size",
+    )
 
-    def __init__(self, max_frames: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        max_frames: int,
+        max_bytes: int,
+        fd: int | None = None,
+        flusher: Flusher | None = None,
+    ) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
+        self.fd = fd  # the socket, for the flusher's direct writes
+        self.flusher = flusher
         self.size = 0  # bytes queued
         self.closed = False
         self._frames: list[bytes] = []
-        self._wakeup: trio.Event | None = None
+        self._wakeup: trio.Event | None = None  # set while the writer waits
+        self._marked = False
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -77,10 +127,34 @@ class Outbox:
             return False
         frames.append(data)
         self.size += len(data)
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
+        if not self._marked:
+            self._marked = True
+            if self.flusher is not None:
+                self.flusher.mark(self)
+            else:
+                self.flush()
         return True
+
+    def flush(self) -> None:
+        """Write what is queued now if the writer is idle; else leave it to it."""
+        self._marked = False
+        if not self._frames or self._wakeup is None:
+            return  # nothing queued, or the writer is busy and will take it
+        if self.fd is not None:
+            # The writer waits in take(), not inside send_all: no write is
+            # under way, so these bytes may go to the socket directly.
+            data = b"".join(self._frames) if len(self._frames) > 1 else self._frames[0]
+            try:
+                sent = os.write(self.fd, data)
+            except OSError:
+                sent = 0  # would block, or broken: the writer finds out which
+            self.size -= sent
+            if sent == len(data):
+                self._frames.clear()
+                return
+            self._frames[:] = [data[sent:]]
+        self._wakeup.set()
+        self._wakeup = None
 
     def close(self) -> None:
         """No more puts; the writer takes what is queued, then sees the end."""
@@ -99,6 +173,7 @@ class Outbox:
                 return None
             self._wakeup = trio.Event()
             await self._wakeup.wait()
+        self._wakeup = None
         frames = self._frames
         if self.size <= max_bytes:
             self._frames = []
@@ -129,13 +204,16 @@ class Connection:
         timing: Timing = Timing(),
         max_frames: int = OUTBOX_FRAMES,
         max_bytes: int = OUTBOX_BYTES,
+        flusher: Flusher | None = None,
     ) -> None:
         self.stream = stream
         self.remote = remote  # (ip, port) of the other end, when known
         self.outgoing = outgoing  # True if this side dialled
         self.timing = timing
         self.decoder = Decoder()
-        self.outbox = Outbox(max_frames, max_bytes)
+        sock = getattr(stream, "socket", None)
+        fd = sock.fileno() if sock is not None else None
+        self.outbox = Outbox(max_frames, max_bytes, fd, flusher)
         # Set by the node once the handshake is done; a plain-text client
         # gets neither pings nor the dead-link rule (it cannot pong).
         self.established = False

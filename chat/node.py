@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from chat import render
-from chat.connection import CLOSED_BY_REMOTE, Connection, Timing
+from chat.connection import CLOSED_BY_REMOTE, Connection, Flusher, Timing
 from chat.protocol import (
     PROTO,
     Error,
@@ -195,6 +195,7 @@ class Node:
         self._stop = trio.Event()
         self._final_error: ProtocolError | None = None
         self._gap_changed = trio.Event()
+        self._flusher = Flusher()
         self._dialling: set[tuple[str, int]] = set()
         self._dialling_nodes: set[str] = set()
         self.role.attach(self)
@@ -221,6 +222,7 @@ class Node:
             break
         async with trio.open_nursery() as conns:
             self._conns = conns
+            conns.start_soon(self._flusher.run)
             async with trio.open_nursery() as services:
                 self._services = services
                 self.me.joined = time.time()
@@ -353,7 +355,9 @@ class Node:
         self, stream: trio.abc.Stream, remote: tuple[str, int] | None, outgoing: bool
     ) -> Link:
         config = self.config
-        conn = Connection(stream, remote, outgoing=outgoing, timing=config.timing)
+        conn = Connection(
+            stream, remote, outgoing=outgoing, timing=config.timing, flusher=self._flusher
+        )
         flood = FloodControl(config.rate, config.burst, config.link_rate, config.patience)
         link = self.sessions[conn] = Link(conn, flood=flood)
         return link
