@@ -35,6 +35,11 @@ demo-live: $(STAMP)
 	echo "Attaching now (tmux attach -t trio-chat-demo to come back)."; \
 	if [ -t 0 ]; then tmux attach -t trio-chat-demo; fi
 
+# Benchmarks (not part of make test): hub vs. the asyncio reference relay,
+# W1-W5; prints a table and writes docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chat tests
 	$(VENV)/bin/ruff format --check chat tests

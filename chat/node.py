@@ -341,8 +341,9 @@ class Node:
                 last_node = link.node
                 if not persistent:
                     return
-                if link.active:
-                    log.warning("link to %s (%s) dropped; re-dialling", link.name, where)
+                if link.conn.established and link.conn.close_reason != DUPLICATE:
+                    # (link.active is already False here: _link_closed ran first.)
+                    log.info("re-dialling %s (%s) in %g s", link.name, where, BACKOFF_FIRST)
                 delay = BACKOFF_FIRST
                 await trio.sleep(delay)
         finally:
