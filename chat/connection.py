@@ -16,7 +16,6 @@ stopped reading: the connection is closed and reported as lost.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,8 +49,8 @@ CLOSED_BY_REMOTE = "closed by remote"
 class Flusher:
     """Hands every outbox filled during a scheduling step to the kernel, once.
 
-    Fan-out puts a frame on each recipient's outbox; waking each writer task
-    for it costs a task switch per recipient per message, which made a
+    Fan-out puts a frame on each recipient's outbox; waking a writer task
+    for each costs a task switch per recipient per message, which made a
     quiet hub slower than a plain asyncio relay (docs/benchmarks.md, W2).
     Instead the outboxes mark themselves here and one task, running after
     the current step, writes each idle one straight to its socket: one
@@ -73,29 +72,34 @@ class Flusher:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             dirty, self._dirty = self._dirty, []
+            now = trio.current_time()
             for outbox in dirty:
-                outbox.flush()
+                outbox.flush(now)
 
 
 class Outbox:
-    """A bounded FIFO of frames with one consumer, the connection's writer.
+    """A bounded FIFO of frames, written directly when idle, else by a writer.
 
     Not a trio memory channel: fan-out puts one frame on every recipient's
     outbox, and a list append is a fraction of the cost of ``send_nowait``
-    (docs/benchmarks.md). Without a :class:`Flusher` the writer is woken
-    on the first put; with one, the flusher decides.
+    (docs/benchmarks.md). ``flush`` writes what is queued straight to the
+    socket when no writer task is busy; only what the kernel will not take
+    now is left to a writer task, started on demand (``start_writer``), so
+    an idle connection costs no task of its own for writing.
     """
 
     __slots__ = (
         "_frames",
         "_marked",
-        "_wakeup",
+        "busy",
         "closed",
         "fd",
         "flusher",
         "max_bytes",
         "max_frames",
+        "said_at",
         "size",
+        "start_writer",
     )
 
     def __init__(
@@ -107,12 +111,14 @@ class Outbox:
     ) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
-        self.fd = fd  # the socket, for the flusher's direct writes
+        self.fd = fd  # the socket, for direct writes; None for other streams
         self.flusher = flusher
         self.size = 0  # bytes queued
+        self.said_at = trio.current_time()  # when bytes last went to the kernel
         self.closed = False
+        self.busy = False  # a writer task owns the stream's sending side
+        self.start_writer: Callable[[], None] = lambda: None
         self._frames: list[bytes] = []
-        self._wakeup: trio.Event | None = None  # set while the writer waits
         self._marked = False
 
     def __len__(self) -> int:
@@ -132,48 +138,32 @@ class Outbox:
             if self.flusher is not None:
                 self.flusher.mark(self)
             else:
-                self.flush()
+                self.flush(trio.current_time())
         return True
 
-    def flush(self) -> None:
-        """Write what is queued now if the writer is idle; else leave it to it."""
+    def flush(self, now: float) -> None:
+        """Write what is queued now if no writer is busy; else leave it to it."""
         self._marked = False
-        if not self._frames or self._wakeup is None:
-            return  # nothing queued, or the writer is busy and will take it
+        frames = self._frames
+        if self.busy or not frames:
+            return
         if self.fd is not None:
-            # The writer waits in take(), not inside send_all: no write is
-            # under way, so these bytes may go to the socket directly.
-            data = b"".join(self._frames) if len(self._frames) > 1 else self._frames[0]
+            self.said_at = now
+            data = b"".join(frames) if len(frames) > 1 else frames[0]
             try:
                 sent = os.write(self.fd, data)
             except OSError:
                 sent = 0  # would block, or broken: the writer finds out which
             self.size -= sent
             if sent == len(data):
-                self._frames.clear()
+                frames.clear()
                 return
-            self._frames[:] = [data[sent:]]
-        self._wakeup.set()
-        self._wakeup = None
+            frames[:] = [data[sent:]]
+        self.busy = True
+        self.start_writer()
 
-    def close(self) -> None:
-        """No more puts; the writer takes what is queued, then sees the end."""
-        self.closed = True
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
-
-    async def take(self, max_bytes: int) -> bytes | None:
-        """Wait for frames; all queued (up to ``max_bytes``) as one string.
-
-        None once closed and empty.
-        """
-        while not self._frames:
-            if self.closed:
-                return None
-            self._wakeup = trio.Event()
-            await self._wakeup.wait()
-        self._wakeup = None
+    def take(self, max_bytes: int) -> bytes:
+        """What is queued, up to about ``max_bytes``, as one string (b"" if empty)."""
         frames = self._frames
         if self.size <= max_bytes:
             self._frames = []
@@ -193,7 +183,37 @@ class Outbox:
 
 
 class Connection:
-    """A stream with a reader task, a writer task and a bounded outbox."""
+    """A stream, the task that reads it, and a bounded outbox.
+
+    The reading task is whoever calls :meth:`serve`. A writer task exists
+    only while the kernel will not take what is queued. Timers are not
+    kept per connection: the node's watchdog calls :meth:`check` a few
+    times a second for all of them.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_final",
+        "_flushed",
+        "_nonce",
+        "_nursery",
+        "_reader_scope",
+        "_writer_scope",
+        "born",
+        "close_reason",
+        "decoder",
+        "established",
+        "heard_at",
+        "keepalive",
+        "on_drained",
+        "outbox",
+        "outgoing",
+        "remote",
+        "stream",
+        "timing",
+        "writing_since",
+    )
 
     def __init__(
         self,
@@ -214,17 +234,25 @@ class Connection:
         sock = getattr(stream, "socket", None)
         fd = sock.fileno() if sock is not None else None
         self.outbox = Outbox(max_frames, max_bytes, fd, flusher)
+        self.outbox.start_writer = self._start_writer
         # Set by the node once the handshake is done; a plain-text client
         # gets neither pings nor the dead-link rule (it cannot pong).
         self.established = False
         self.keepalive = False
         self.on_drained: Callable[[], None] | None = None
         self.close_reason = ""  # why it ended: "" while open
-        self.closed = trio.Event()
-        self._reader_scope = trio.CancelScope()
-        self._writer_scope = trio.CancelScope()
-        self._nonce = 0
+        self._closed: trio.Event | None = None  # made when first waited for
         self._final = b""
+        self._nursery: trio.Nursery | None = None
+        self._reader_scope = trio.CancelScope()
+        self._writer_scope: trio.CancelScope | None = None
+        self._flushed: trio.Event | None = None  # set when the writer ends
+        # Watchdog bookkeeping (check): what changed since when.
+        now = trio.current_time()
+        self.born = now
+        self.heard_at = now  # when bytes last arrived
+        self.writing_since: float | None = None
+        self._nonce = 0
 
     def __repr__(self) -> str:
         way = "to" if self.outgoing else "from"
@@ -242,10 +270,18 @@ class Connection:
     def queued_bytes(self) -> int:
         return self.outbox.size
 
+    @property
+    def closed(self) -> trio.Event:
+        """Set once the stream is closed. Made on demand: an Event and its
+        parking lot are some 400 bytes an idle connection need not carry."""
+        if self._closed is None:
+            self._closed = trio.Event()
+        return self._closed
+
     # ---------------------------------------------------------------- sending
 
     def send(self, data: bytes) -> bool:
-        """Queue ``data`` for the writer without waiting; False if it is full."""
+        """Queue ``data`` without waiting; False if the outbox is full or closed."""
         return self.outbox.put(data)
 
     def send_frame(self, frame: Frame) -> bool:
@@ -261,7 +297,7 @@ class Connection:
             return
         self.close_reason = reason
         self._final = final
-        self.outbox.close()  # the writer drains what is queued, then ends
+        self.outbox.closed = True
         self._reader_scope.cancel()
 
     def fail(self, error: ProtocolError, before: bytes = b"") -> None:
@@ -275,57 +311,106 @@ class Connection:
     def abort(self, reason: str) -> None:
         """Close now, dropping whatever is queued."""
         self.finish(reason)
-        self._writer_scope.cancel()
+        self._final = b""
+        self.outbox.take(self.outbox.size)
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
+
+    # ---------------------------------------------------------------- timers
+
+    def check(self, now: float) -> None:
+        """Apply the link timers (§3, §7); the node's watchdog calls this."""
+        if self.close_reason:
+            return
+        timing = self.timing
+        if not self.established:
+            if now - self.born >= timing.handshake:
+                self._timed_out()
+            return
+        since = self.writing_since
+        if since is not None and now - since >= timing.stall:
+            self.finish(f"stopped reading for {timing.stall:g} s")
+            if self._writer_scope is not None:
+                self._writer_scope.cancel()
+            return
+        if not self.keepalive:
+            return
+        if now - self.heard_at >= timing.dead_after:
+            self.finish(f"nothing received for {timing.dead_after:g} s")
+            return
+        outbox = self.outbox
+        if now - outbox.said_at >= timing.ping_after and not outbox.busy and not len(outbox):
+            self._nonce += 1
+            self.send_frame(Ping(self._nonce))
+
+    def _timed_out(self) -> None:
+        timing = self.timing
+        if self.outgoing:
+            self.finish(f"no hello within {timing.handshake:g} s")
+        else:
+            why = f"no first line within {timing.handshake:g} s"
+            self.fail(ProtocolError("handshake_timeout", why))
 
     # ---------------------------------------------------------------- running
 
-    async def serve(self, on_frame: FrameHandler) -> None:
-        """Run the reader and the writer until the connection ends.
+    async def serve(self, on_frame: FrameHandler, nursery: trio.Nursery) -> None:
+        """Read until the connection ends, then flush and close the stream.
 
-        Never raises for anything the remote does; ``close_reason`` says why
-        it ended. The stream is closed on return.
+        A writer task, when needed, runs in ``nursery``. Never raises for
+        anything the remote does; ``close_reason`` says why it ended.
         """
+        self._nursery = nursery
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop)
-                with self._reader_scope:
-                    await self._read_loop(on_frame)
-                if not self.close_reason:
-                    self.finish("closed")
-                # The writer flushes what is queued, within the grace period.
-                self._writer_scope.deadline = min(
-                    self._writer_scope.deadline, trio.current_time() + self.timing.grace
-                )
+            with self._reader_scope:
+                await self._read_loop(on_frame)
+            if not self.close_reason:
+                self.finish("closed")
+            # Flush what is queued and the last word, within the grace period.
+            with trio.move_on_after(self.timing.grace):
+                if not self.outbox.busy:
+                    self.outbox.busy = True
+                    self._start_writer()
+                if self._flushed is not None:
+                    await self._flushed.wait()
         finally:
-            # Also when cancelled from outside: later sends answer False.
-            self.outbox.close()
+            self.outbox.closed = True  # also when cancelled from outside
+            if self._writer_scope is not None:
+                self._writer_scope.cancel()
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
-            self.closed.set()
+            self.closed.set()  # (made now if nobody waited: later waiters return)
 
     async def _read_loop(self, on_frame: FrameHandler) -> None:
-        timing = self.timing
-        # The handshake deadline is fixed from the start, so a remote that
-        # dribbles a byte at a time cannot hold a connection open (slowloris).
-        handshake_deadline = trio.current_time() + timing.handshake
+        """Read and dispatch until the remote ends, breaks the rules or stalls.
+
+        On a socket this reads with ``os.read`` and ``wait_readable``
+        directly, inline: the SocketStream layers (conflict detector,
+        error-translating context manager, socket wrapper) and a helper
+        coroutine held some 2 KiB per idle connection while waiting
+        (docs/benchmarks.md, W3). Other streams (tests' memory streams) go
+        through ``receive_some``.
+        """
+        decoder = self.decoder
+        fd = self.outbox.fd
         while True:
-            if not self.established:
-                deadline = handshake_deadline
-            elif self.keepalive:
-                deadline = trio.current_time() + timing.dead_after
-            else:
-                deadline = math.inf
-            data = None
             try:
-                with trio.move_on_at(deadline):
-                    data = await self.stream.receive_some(READ_SIZE)
+                if fd is None:
+                    data = bytes(await self.stream.receive_some(READ_SIZE))
+                else:
+                    got = _read_or_none(fd)
+                    if got is None:
+                        # Not inside an except clause: awaiting there would
+                        # keep an exception and its traceback alive while idle.
+                        await trio.lowlevel.wait_readable(fd)
+                        continue
+                    # A read that never blocks must still let others run.
+                    await trio.lowlevel.checkpoint()
+                    data = got
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self.finish(f"connection reset ({exc.__class__.__name__})")
                 return
-            if data is None:
-                self._timed_out()
-                return
-            frames = self.decoder.feed(bytes(data)) if data else self.decoder.close()
+            self.heard_at = trio.current_time()
+            frames = decoder.feed(data) if data else decoder.close()
             for frame in frames:
                 if self.close_reason:
                     return
@@ -334,56 +419,47 @@ class Connection:
                     # Flood control: stop reading for a while; TCP pushes
                     # back on the sender (trio back-pressure, no buffering).
                     await trio.sleep(pause)
-            if self.decoder.error:
-                self.fail(self.decoder.error)
+            if decoder.error:
+                self.fail(decoder.error)
                 return
             if not data:
                 self.finish(CLOSED_BY_REMOTE)
                 return
 
-    def _timed_out(self) -> None:
-        timing = self.timing
-        if self.established:
-            self.finish(f"nothing received for {timing.dead_after:g} s")
-        elif self.outgoing:
-            self.finish(f"no hello within {timing.handshake:g} s")
-        else:
-            why = f"no first line within {timing.handshake:g} s"
-            self.fail(ProtocolError("handshake_timeout", why))
+    def _start_writer(self) -> None:
+        if self._nursery is None:  # not serving yet: the first flush will do
+            self.outbox.busy = False
+            return
+        self._flushed = trio.Event()
+        self._nursery.start_soon(self._write_loop, self._flushed)
 
-    async def _write_loop(self) -> None:
-        with self._writer_scope:
-            try:
-                await self._drain()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                if not self.close_reason:
-                    self.finish(f"connection reset ({exc.__class__.__name__})")
-                self._reader_scope.cancel()
-
-    async def _drain(self) -> None:
+    async def _write_loop(self, flushed: trio.Event) -> None:
         outbox = self.outbox
-        timing = self.timing
-        while True:
-            data = None
-            with trio.move_on_after(timing.ping_after):
-                data = await outbox.take(BATCH_BYTES)
-                if data is None:
-                    if self._final:
-                        with trio.move_on_after(timing.stall):
-                            await self.stream.send_all(self._final)
-                    return
-            if data is None:  # idle for ping_after
-                if not self.keepalive:
-                    continue
-                self._nonce += 1
-                data = encode(Ping(self._nonce))
-            # One send_all for everything queued (coalescing), not one system
-            # call per frame: the cost that dominates a relay.
-            with trio.move_on_after(timing.stall) as stall:
-                await self.stream.send_all(data)
-            if stall.cancelled_caught:
-                self.finish(f"stopped reading for {timing.stall:g} s")
-                self._reader_scope.cancel()
-                return
-            if self.on_drained is not None and self.open and not outbox.size:
-                self.on_drained()
+        scope = self._writer_scope = trio.CancelScope()
+        try:
+            with scope:
+                while data := outbox.take(BATCH_BYTES):
+                    self.writing_since = trio.current_time()
+                    await self.stream.send_all(data)
+                    self.writing_since = None
+                    outbox.said_at = trio.current_time()
+                    if self.on_drained is not None and self.open and not outbox.size:
+                        self.on_drained()
+                if outbox.closed and self._final:
+                    final, self._final = self._final, b""
+                    await self.stream.send_all(final)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            if not self.close_reason:
+                self.finish(f"connection reset ({exc.__class__.__name__})")
+        finally:
+            self.writing_since = None
+            outbox.busy = False
+            flushed.set()
+
+
+def _read_or_none(fd: int) -> bytes | None:
+    """``os.read`` of a non-blocking socket; None when nothing is there yet."""
+    try:
+        return os.read(fd, READ_SIZE)
+    except BlockingIOError:
+        return None

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import trio
 
@@ -86,7 +87,7 @@ class Author:
     left: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Link:
     """One connection as the node sees it, from accept/dial to close."""
 
@@ -95,8 +96,12 @@ class Link:
     client: Author | None = None  # set for a plain-text client (§9)
     active: bool = False  # the one connection to hello.node (§3)
     left: bool = False  # the remote node sent its leave
-    backlog: deque[tuple[str, int]] = field(default_factory=deque)
+    # Keys of events that did not fit the outbox; None until needed (an
+    # empty deque is 600 bytes, and most links never need one).
+    backlog: deque[tuple[str, int]] | None = None
     flood: FloodControl = field(default_factory=FloodControl)
+    catch_up_seq: int = 0  # the remote's own seq when it said hello: later ones are new
+    put: Callable[[bytes], bool] = field(init=False)
 
     def __post_init__(self) -> None:
         self.put = self.conn.outbox.put  # bound once: fan-out calls it per recipient
@@ -104,11 +109,6 @@ class Link:
     @property
     def node(self) -> str:
         return self.hello.node if self.hello else ""
-
-    @property
-    def catch_up_seq(self) -> int:
-        """The remote's own seq when it said hello: later ones are new."""
-        return self.hello.have.get(self.hello.node, 0) if self.hello else 0
 
     @property
     def name(self) -> str:
@@ -223,6 +223,7 @@ class Node:
         async with trio.open_nursery() as conns:
             self._conns = conns
             conns.start_soon(self._flusher.run)
+            conns.start_soon(self._watchdog)
             async with trio.open_nursery() as services:
                 self._services = services
                 self.me.joined = time.time()
@@ -257,8 +258,8 @@ class Node:
         for link in list(self.sessions.values()):
             # What waits in the backlog (our leave among it) goes out after
             # the outbox, not through it: the outbox may be full.
-            rest = b"".join(event.raw for event in map(self.history.get, link.backlog) if event)
-            link.backlog.clear()
+            rest = b"".join(e.raw for e in map(self.history.get, link.backlog or ()) if e)
+            link.backlog = None
             if error is not None:
                 link.conn.fail(error, before=rest)
             else:
@@ -379,7 +380,7 @@ class Node:
         if conn.outgoing:
             conn.send_frame(self._hello())
         try:
-            await conn.serve(self._on_frame)
+            await conn.serve(self._on_frame, self._conns)
         except Exception:
             # A bug of ours on one connection must not take the node down.
             log.exception("internal error on the connection with %s", link.name)
@@ -458,11 +459,13 @@ class Node:
             existing.conn.finish(DUPLICATE)
         conn.established = True
         conn.keepalive = True
-        conn.on_drained = lambda: self._refill(link)
+        conn.on_drained = partial(self._refill, link)
         link.active = True
         self.links[frame.node] = link
         for event in self.history.missing_for(frame.have, skip_origin=frame.node):
             self._send_event(link, event)
+        link.catch_up_seq = frame.have.get(frame.node, 0)
+        link.hello = replace(frame, have={})  # up to 1000 entries: not kept per link
         self.role.link_up(link, replacing=existing)
 
     def _keep_new(self, old: Link, new: Link) -> bool:
@@ -541,7 +544,9 @@ class Node:
             self._defer(link, event)
 
     def _defer(self, link: Link, event: Event) -> None:
-        if len(link.backlog) >= self.history.size:
+        if link.backlog is None:
+            link.backlog = deque()
+        elif len(link.backlog) >= self.history.size:
             link.backlog.popleft()  # gone from history anyway
         link.backlog.append(event.key)
 
@@ -553,6 +558,7 @@ class Node:
             if event is not None and not link.conn.send(event.raw):
                 return
             backlog.popleft()
+        link.backlog = None
 
     # --------------------------------------------------------------- events
 
@@ -603,6 +609,22 @@ class Node:
             self.sink(entry)
             for link in self.clients:
                 self._show_to_client(link, entry)
+
+    async def _watchdog(self) -> None:
+        """The link timers of every connection, from one task (§3, §7).
+
+        One sweep every fortieth of the shortest timer (at most 0.25 s)
+        instead of timeouts per connection: an idle connection then costs
+        no cancel scope or timer entry (docs/benchmarks.md, W3). A timer
+        fires up to one tick late.
+        """
+        t = self.config.timing
+        tick = min(0.25, max(0.005, min(t.handshake, t.ping_after, t.dead_after, t.stall) / 40))
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for conn in list(self.sessions):
+                conn.check(now)
 
     async def _gap_timer(self) -> None:
         while True:

@@ -461,6 +461,8 @@ class Decoder:
     from then on it returns nothing, as the connection is to be closed.
     """
 
+    __slots__ = ("_buf", "_max", "error", "plain_text")
+
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._max = max_frame
         self._buf = b""

@@ -307,6 +307,8 @@ class Membership:
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up; rate 0 is no limit."""
 
+    __slots__ = ("burst", "last", "rate", "tokens")
+
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self.burst = max(burst, 1.0)
@@ -333,6 +335,8 @@ class FloodControl:
     connection that has had to wait on every frame for ``patience`` seconds
     is ``exceeded`` and is to be cut off.
     """
+
+    __slots__ = ("link", "over_since", "own", "patience")
 
     def __init__(
         self,
