@@ -225,12 +225,13 @@ class Connection:
         max_frames: int = OUTBOX_FRAMES,
         max_bytes: int = OUTBOX_BYTES,
         flusher: Flusher | None = None,
+        seen: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.stream = stream
         self.remote = remote  # (ip, port) of the other end, when known
         self.outgoing = outgoing  # True if this side dialled
         self.timing = timing
-        self.decoder = Decoder()
+        self.decoder = Decoder(seen=seen)
         sock = getattr(stream, "socket", None)
         fd = sock.fileno() if sock is not None else None
         self.outbox = Outbox(max_frames, max_bytes, fd, flusher)

@@ -358,7 +358,12 @@ class Node:
     ) -> Link:
         config = self.config
         conn = Connection(
-            stream, remote, outgoing=outgoing, timing=config.timing, flusher=self._flusher
+            stream,
+            remote,
+            outgoing=outgoing,
+            timing=config.timing,
+            flusher=self._flusher,
+            seen=self._seen,
         )
         flood = FloodControl(config.rate, config.burst, config.link_rate, config.patience)
         link = self.sessions[conn] = Link(conn, flood=flood)
@@ -421,6 +426,9 @@ class Node:
         except ProtocolError as exc:
             conn.fail(exc)
             return 0.0
+
+    def _seen(self, origin: str, seq: int) -> bool:
+        return not self.sequencer.is_new(origin, seq)
 
     def _charge(self, link: Link, own: bool) -> float:
         flood = link.flood

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
@@ -142,13 +142,27 @@ class Unknown:
 
 
 @dataclass(frozen=True, slots=True)
+class Duplicate:
+    """An event already seen, recognised without parsing it (see Decoder)."""
+
+    origin: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class TextLine:
     """One line from a plain-text client (§9), newline stripped."""
 
     text: str
 
 
-Frame: TypeAlias = Hello | Event | Peers | Ping | Pong | Error | Unknown
+Frame: TypeAlias = Hello | Event | Peers | Ping | Pong | Error | Unknown | Duplicate
+
+# The head of an event as trio-chat encodes it (make_event): enough to
+# recognise a duplicate without parsing the JSON.
+_EVENT_HEAD = re.compile(
+    rb'\{"type":"(?:join|msg|nick|leave|lost)","origin":"([0-9a-f]{32})","seq":([1-9][0-9]{0,17}),'
+)
 
 
 # --------------------------------------------------------------------------
@@ -461,10 +475,16 @@ class Decoder:
     from then on it returns nothing, as the connection is to be closed.
     """
 
-    __slots__ = ("_buf", "_max", "error", "plain_text")
+    __slots__ = ("_buf", "_max", "_seen", "error", "plain_text")
 
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+    def __init__(
+        self, max_frame: int = MAX_FRAME, seen: Callable[[str, int], bool] | None = None
+    ) -> None:
         self._max = max_frame
+        # In a full mesh every event arrives once per neighbour: with
+        # ``seen``, a copy already seen is answered as Duplicate without
+        # parsing (its validity no longer matters: it is dropped anyway).
+        self._seen = seen
         self._buf = b""
         self.plain_text: bool | None = None  # None until the first line
         self.error: ProtocolError | None = None
@@ -510,6 +530,10 @@ class Decoder:
         if self.plain_text is None:
             self.plain_text = not line.startswith(b"{")
         if not self.plain_text:
+            if self._seen is not None and (head := _EVENT_HEAD.match(line)):
+                origin, seq = head[1].decode(), int(head[2])
+                if self._seen(origin, seq):
+                    return Duplicate(origin, seq)
             return parse_frame(line)
         body = line[:-1]
         if body.endswith(b"\r"):

@@ -21,6 +21,7 @@ from chat.protocol import (
     MAX_NAME,
     MAX_TEXT,
     Decoder,
+    Duplicate,
     Error,
     Event,
     EventKind,
@@ -1295,3 +1296,29 @@ def test_mangled_peer_entries_are_peers_or_bad_frame(entries: list[dict[str, Any
         assert isinstance(frame, Peers)
         for info in frame.peers:
             assert split_addr(info.addr) is not None
+
+
+# --------------------------------------------------------------------------
+# Duplicates recognised without parsing (the full-mesh fast path)
+
+
+def test_a_seen_event_comes_out_as_duplicate_without_parsing() -> None:
+    origin = "ab" * 16
+    old = make_event("msg", origin, 3, 1.0, "al", text="seen already")
+    new = make_event("msg", origin, 4, 1.0, "al", text="not yet")
+    seen = {(origin, 3)}
+    decoder = Decoder(seen=lambda o, s: (o, s) in seen)
+    assert decoder.feed(old.raw + new.raw) == [Duplicate(origin, 3), new]
+
+
+def test_the_fast_path_never_hides_an_unseen_or_foreign_frame() -> None:
+    origin = "cd" * 16
+    # Field order other than make_event's: parsed as usual, even if seen.
+    reordered = b'{"seq":1,"type":"join","origin":"' + origin.encode() + b'","ts":1,"name":"x"}\n'
+    decoder = Decoder(seen=lambda o, s: True)
+    (frame,) = decoder.feed(reordered)
+    assert isinstance(frame, Event) and frame.key == (origin, 1)
+    # A malformed frame that is not a seen event still gets bad_frame.
+    decoder = Decoder(seen=lambda o, s: False)
+    assert decoder.feed(b'{"type":"msg","origin":"' + origin.encode() + b'","seq":1,}\n') == []
+    assert decoder.error is not None and decoder.error.code == "bad_frame"
