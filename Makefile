@@ -41,8 +41,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check chat tests
-	$(VENV)/bin/ruff format --check chat tests
+	$(VENV)/bin/ruff check chat tests benchmarks
+	$(VENV)/bin/ruff format --check chat tests benchmarks
 	$(VENV)/bin/mypy --strict
 
 clean:

@@ -1,0 +1,381 @@
+"""``make bench``: the trio-chat hub against the asyncio reference relay.
+
+Every workload runs both servers in this one run on this one machine, each
+freshly started, and reports ratios, never absolute limits. Results are
+printed as a table and written to docs/benchmarks.md.
+
+    python benchmarks/run.py [--quick] [--out docs/benchmarks.md]
+
+W1 throughput   100 clients, 10 senders, as fast as possible
+W2 latency      200 clients, each 1 message/s for 10 s
+W3 idle         2000 idle clients: RSS per connection; then 10000 clients
+W4 slow reader  50 clients, one never reads: the others vs. the same without it
+W5 mesh         20 peer processes, full mesh: time for a message to reach all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from chat.bench import Bench, Options, raise_fd_limit
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+FD_LIMIT = 20000
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.process.pid)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextmanager
+def server(kind: str, log: Path) -> Iterator[Server]:
+    """A fresh hub or reference relay on a free port, stopped afterwards."""
+    if kind == "hub":
+        command = [PY, "-m", "chat", "hub", "0", "--host", "127.0.0.1", "--quiet", "--rate", "0"]
+        command += ["--link-rate", "0", "--max-connections", "15000"]
+        pattern = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+    else:
+        command = [PY, str(ROOT / "benchmarks" / "reference_relay.py"), "0"]
+        pattern = re.compile(rb"listening on (\d+)")
+    with log.open("wb") as out:
+        stream = subprocess.PIPE
+        process = subprocess.Popen(command, stdout=stream, stderr=stream, cwd=ROOT)
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            source = process.stderr if kind == "hub" else process.stdout
+            line = source.readline()
+            out.write(line)
+            match = pattern.search(line)
+            if not match:
+                raise RuntimeError(f"{kind} did not start: {line!r}")
+            # Keep draining its output so it never blocks on a full pipe.
+            drain = subprocess.Popen(["cat"], stdin=source, stdout=out)
+            yield Server(kind, process, int(match.group(1)))
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            drain.wait(timeout=5)
+
+
+def bench(port: int, **kw: Any) -> dict[str, Any]:
+    args = [PY, "-m", "chat", "bench", f"127.0.0.1:{port}", "--json"]
+    for key, value in kw.items():
+        args += [f"--{key}", str(value)]
+    done = subprocess.run(args, capture_output=True, check=False, timeout=600)
+    lines = done.stdout.decode().strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"bench failed: {done.stderr.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+# ---------------------------------------------------------------- workloads
+
+
+def w1(quick: bool, logs: Path) -> dict[str, Any]:
+    messages = 1000 if quick else 4000
+    out = {}
+    for kind in ("hub", "reference"):
+        with server(kind, logs / f"w1-{kind}.log") as srv:
+            out[kind] = bench(srv.port, clients=100, senders=10, messages=messages)
+    return out
+
+
+def w2(quick: bool, logs: Path) -> dict[str, Any]:
+    seconds = 3 if quick else 10
+    out = {}
+    for kind in ("hub", "reference"):
+        with server(kind, logs / f"w2-{kind}.log") as srv:
+            out[kind] = bench(srv.port, clients=200, senders=200, messages=seconds, rate=200)
+    return out
+
+
+async def _idle(srv: Server, count: int) -> tuple[int, int]:
+    """Hold ``count`` idle clients: how many completed the handshake, and the
+    server's RSS (KiB) while they were connected."""
+    b = Bench(Options("127.0.0.1", srv.port, clients=count, senders=1))
+    limit = trio.Semaphore(200)
+    clients = []
+
+    async def one(i: int) -> None:
+        clients.append(await b.connect(i, limit))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            nursery.start_soon(one, i)
+    rss = srv.rss_kib()
+    for client in clients:
+        await client.stream.aclose()
+    return len(clients), rss
+
+
+def w3(quick: bool, logs: Path) -> dict[str, Any]:
+    idle = 2000
+    many = 2000 if quick else 10000
+    out: dict[str, Any] = {}
+    for kind in ("hub", "reference"):
+        with server(kind, logs / f"w3-{kind}.log") as srv:
+            before = srv.rss_kib()
+            _, after = trio.run(_idle, srv, idle)
+            out[kind] = {
+                "idle_clients": idle,
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "kib_per_connection": (after - before) / idle,
+            }
+    with server("hub", logs / "w3-hub-many.log") as srv:
+        out["hub"]["concurrent_clients"], _ = trio.run(_idle, srv, many)
+        out["hub"]["concurrent_wanted"] = many
+    return out
+
+
+def w4(quick: bool, logs: Path) -> dict[str, Any]:
+    # Long enough (about 13 s at full speed) for the hub's 10 s stall rule to
+    # cut the silent client off while the others are still being served.
+    messages = 4000 if quick else 40000
+    out: dict[str, Any] = {}
+    for kind in ("hub", "reference"):
+        with server(kind, logs / f"w4-{kind}.log") as srv:
+            base = bench(srv.port, clients=50, senders=10, messages=messages)
+        log = logs / f"w4-{kind}-silent.log"
+        with server(kind, log) as srv:
+            peak = [srv.rss_kib()]
+            start_rss = peak[0]
+            silent = _bench_sampling(srv, peak, clients=50, senders=10, messages=messages, silent=1)
+        out[kind] = {
+            "base": base,
+            "silent": silent,
+            "throughput_kept": silent["deliveries_per_s"] / base["deliveries_per_s"],
+            "rss_start_kib": start_rss,
+            "rss_peak_kib": max(peak),
+            "silent_client_cut": "stopped reading" in log.read_text(),
+        }
+    return out
+
+
+def _bench_sampling(srv: Server, peak: list[int], **kw: Any) -> dict[str, Any]:
+    """Run a bench while sampling the server's RSS every 0.2 s."""
+    args = [PY, "-m", "chat", "bench", f"127.0.0.1:{srv.port}", "--json"]
+    for key, value in kw.items():
+        args += [f"--{key}", str(value)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while process.poll() is None:
+        peak.append(srv.rss_kib())
+        time.sleep(0.2)
+    stdout, stderr = process.communicate()
+    lines = stdout.decode().strip().splitlines()
+    if not lines:
+        # The reference relay blocks on the silent client: nothing arrives.
+        return {
+            "deliveries_per_s": 0.0,
+            "latency_ms": {},
+            "lost": None,
+            "note": stderr.decode()[-300:],
+        }
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+async def _mesh(peers: int, messages: int) -> dict[str, Any]:
+    procs: list[trio.Process] = []
+    ports: list[int] = []
+    arrivals: dict[str, dict[int, float]] = {}  # text -> peer index -> arrival time
+    linked = [0] * peers
+    changed = trio.Event()
+
+    async def pump_err(i: int, stream: trio.abc.ReceiveStream) -> None:
+        nonlocal changed
+        buf = b""
+        async for chunk in stream:
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if match := re.search(rb"listening on 127\.0\.0\.1:(\d+)", line):
+                    ports.append(int(match.group(1)))
+                if b"connected to" in line:
+                    linked[i] += 1
+                changed.set()
+                changed = trio.Event()
+
+    async def pump_out(i: int, stream: trio.abc.ReceiveStream) -> None:
+        nonlocal changed
+        buf = b""
+        async for chunk in stream:
+            now = time.monotonic()
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if b"w5 " in line:
+                    text = json.loads(line)["text"]
+                    arrivals.setdefault(text, {})[i] = now
+                    changed.set()
+                    changed = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+        try:
+            for i in range(peers):
+                command = [PY, "-m", "chat", "peer", "0", "--host", "127.0.0.1", "--json"]
+                command += ["--name", f"m{i}", "--degree", str(peers), "--rate", "0"]
+                if ports:
+                    command.append(f"127.0.0.1:{ports[0]}")
+                proc = await trio.lowlevel.open_process(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
+                procs.append(proc)
+                assert proc.stdout is not None and proc.stderr is not None
+                nursery.start_soon(pump_err, i, proc.stderr)
+                nursery.start_soon(pump_out, i, proc.stdout)
+                with trio.fail_after(20):
+                    while len(ports) <= i:
+                        await changed.wait()
+            with trio.fail_after(60):  # full mesh: everyone linked to everyone
+                while min(linked) < peers - 1:
+                    await changed.wait()
+            latencies = []
+            for n in range(messages):
+                sender = procs[n % peers]
+                text = f"w5 {n} {time.monotonic_ns()}"
+                sent = time.monotonic()
+                assert sender.stdin is not None
+                await sender.stdin.send_all(text.encode() + b"\n")
+                with trio.fail_after(10):
+                    while len(arrivals.get(text, {})) < peers:
+                        await changed.wait()
+                latencies.append(max(arrivals[text].values()) - sent)
+        finally:
+            for proc in procs:
+                proc.kill()
+            nursery.cancel_scope.cancel()
+    ordered = sorted(latencies)
+    return {
+        "peers": peers,
+        "messages": messages,
+        "p50_ms": 1000 * ordered[len(ordered) // 2],
+        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "max_ms": 1000 * ordered[-1],
+    }
+
+
+def w5(quick: bool, logs: Path) -> dict[str, Any]:
+    return trio.run(_mesh, 20, 50 if quick else 200)
+
+
+# ------------------------------------------------------------------ report
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().split()[1]
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def report(results: dict[str, Any], quick: bool) -> str:
+    r1, r2, r3, r4, r5 = (results[k] for k in ("W1", "W2", "W3", "W4", "W5"))
+    hub1, ref1 = r1["hub"], r1["reference"]
+    hub3, ref3 = r3["hub"]["kib_per_connection"], r3["reference"]["kib_per_connection"]
+    hub4 = r4["hub"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}."
+        + (" (quick run)" if quick else ""),
+        "The hub and the asyncio reference relay (benchmarks/reference_relay.py) ran in the"
+        " same run on the same machine; ratios are hub / reference.",
+        "",
+        "| workload | trio-chat hub | asyncio reference | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+        f"| W1 throughput (100 clients, 10 senders) | {hub1['deliveries_per_s']:,.0f}/s,"
+        f" lost {hub1['lost']}, dup {hub1['duplicates']} | {ref1['deliveries_per_s']:,.0f}/s |"
+        f" {hub1['deliveries_per_s'] / ref1['deliveries_per_s']:.1f}x | >= 10x, no loss |",
+        f"| W2 latency p50 / p99 (200 clients x 1 msg/s) | {r2['hub']['latency_ms']['p50']:.2f}"
+        f" / {r2['hub']['latency_ms']['p99']:.2f} ms | {r2['reference']['latency_ms']['p50']:.2f}"
+        f" / {r2['reference']['latency_ms']['p99']:.2f} ms |"
+        f" {r2['hub']['latency_ms']['p99'] / r2['reference']['latency_ms']['p99']:.2f}x |"
+        " p99 <= 3 ms |",
+        f"| W3 RSS per idle connection (2000 clients) | {hub3:.1f} KiB | {ref3:.1f} KiB |"
+        f" {hub3 / max(ref3, 0.01):.2f}x | <= 8 KiB |",
+        f"| W3 concurrent clients accepted | {r3['hub']['concurrent_clients']}"
+        f" of {r3['hub']['concurrent_wanted']} | | | 10000 |",
+        f"| W4 throughput kept with one silent reader | {hub4['throughput_kept']:.0%}"
+        f" (cut off: {hub4['silent_client_cut']}; RSS {hub4['rss_start_kib'] // 1024}"
+        f" -> peak {hub4['rss_peak_kib'] // 1024} MiB; p99"
+        f" {hub4['base']['latency_ms']['p99']:.0f} -> {hub4['silent']['latency_ms']['p99']:.0f} ms)"
+        f" | {r4['reference']['throughput_kept']:.0%} | | >= 90%, cut off, bounded |",
+        f"| W5 mesh of 20 peers: to all, p50 / p99 | {r5['p50_ms']:.1f} / {r5['p99_ms']:.1f} ms |"
+        " | | p99 <= 50 ms |",
+        "",
+        "Raw figures:",
+        "",
+        "```json",
+        json.dumps(results, indent=1),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller workloads, for a check")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--only", nargs="*", default=["W1", "W2", "W3", "W4", "W5"])
+    args = parser.parse_args()
+    raise_fd_limit(FD_LIMIT)  # children inherit it: 10000 clients need as many fds
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    logs = ROOT / "benchmarks" / "logs"
+    logs.mkdir(exist_ok=True)
+    workloads = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5}
+    results: dict[str, Any] = {"machine": machine(), "fd_limit": soft}
+    for name in args.only:
+        print(f"bench: running {name} ...", file=sys.stderr, flush=True)
+        results[name] = workloads[name](args.quick, logs)
+        print(json.dumps(results[name])[:400], file=sys.stderr, flush=True)
+    if all(k in results for k in workloads):
+        text = report(results, args.quick)
+        print(text)
+        Path(args.out).write_text(text)
+        print(f"bench: written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
