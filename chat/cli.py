@@ -293,6 +293,7 @@ def _run_interactive(args: argparse.Namespace, sock: socket.socket) -> int:
         node = Node(config_from(args, ui.name), PeerRole(), ui.show)
         log.handlers[:] = [_UIHandler(ui)]
         ui.status = lambda: status_text(node)
+        ui.prompt_name = lambda: node.name
 
         async def front() -> None:
             where = join_addr(args.host, node.listen_port or 0)

@@ -25,10 +25,12 @@ from collections.abc import Awaitable, Callable
 
 import trio
 from outcome import Outcome
-from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit import PromptSession
+from prompt_toolkit.application import get_app_session
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.renderer import print_formatted_text
 from prompt_toolkit.styles import Style
 from prompt_toolkit.validation import ValidationError, Validator
 
@@ -104,6 +106,9 @@ class ChatUI:
         # Input line -> node side. Small: it holds what one person typed.
         self._lines_in, self.lines = trio.open_memory_channel[str](64)
         self.status: Callable[[], str] = lambda: ""
+        # The name in the prompt; the node side points it at the node's name
+        # so that /nick shows in the prompt at once.
+        self.prompt_name: Callable[[], str] = lambda: self.name or ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._session: PromptSession[str] | None = None
@@ -118,16 +123,33 @@ class ChatUI:
         """Print a line for the person only (status, command output)."""
         self._print(FormattedText([("class:error" if error else "class:note", text)]))
 
-    def rename(self, name: str) -> None:
-        self.name = name
-
     def _print(self, text: FormattedText) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        # print_formatted_text erases the prompt, prints, redraws it, when
-        # called on the loop that runs the application.
-        loop.call_soon_threadsafe(lambda: print_formatted_text(text, style=STYLE))
+        loop.call_soon_threadsafe(self._print_now, text)
+
+    def _print_now(self, text: FormattedText) -> None:
+        """Print above the prompt, in call order, without leaving raw mode.
+
+        The shortcut ``print_formatted_text`` goes through
+        ``run_in_terminal``, which first waits for the terminal's answer to
+        a cursor-position request (so a later line could overtake an
+        earlier one) and switches to cooked mode while it prints (so keys
+        typed meanwhile were echoed into the chat). Here the prompt is
+        erased, the line printed and the prompt redrawn at once.
+        """
+        line = FormattedText([*text, ("", "\n")])
+        output = get_app_session().output
+        app = self._session.app if self._session else None
+        if app is None or not app.is_running:
+            print_formatted_text(output, line, STYLE)
+            return
+        app.renderer.erase()
+        print_formatted_text(output, line, STYLE)
+        app.renderer.reset()
+        app.renderer.request_absolute_cursor_position()
+        app.invalidate()
 
     # ------------------------------------------------- the asyncio side
 
@@ -190,16 +212,21 @@ class ChatUI:
             # The accepted line goes: the node shows it back as a chat line.
             erase_when_done=True,
         )
-        while not done.done():
-            try:
-                # handle_sigint=False: our SIGINT handler (leave) stays in
-                # place between prompts; Ctrl+C typed is a key, not a signal.
-                text = await session.prompt_async(lambda: f"{self.name}> ", handle_sigint=False)
-            except (KeyboardInterrupt, EOFError):
-                self.leave()
-                return
-            if text is not None and not done.done():
-                self._submit(text)
+        # Raw mode between prompts too: each line is its own prompt, and in
+        # between a cooked terminal would echo keys typed (or pasted) ahead.
+        with get_app_session().input.raw_mode():
+            while not done.done():
+                try:
+                    # handle_sigint=False: our SIGINT handler (leave) stays in
+                    # place between prompts; Ctrl+C typed is a key, not a signal.
+                    text = await session.prompt_async(
+                        lambda: f"{self.prompt_name()}> ", handle_sigint=False
+                    )
+                except (KeyboardInterrupt, EOFError):
+                    self.leave()
+                    return
+                if text is not None and not done.done():
+                    self._submit(text)
 
     def _submit(self, text: str) -> None:
         token = self._token
