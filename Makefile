@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo demo-live bench fuzz soak clean
+.PHONY: test lint demo demo-live bench fuzz soak chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ demo-live: $(STAMP)
 # W1-W5; prints a table and writes docs/benchmarks.md.
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# Reliability soak (not in make test): 10 min of kills, restarts, SIGSTOP cuts and
+# slow consumers; fails on a delivery error or >20% RSS growth. SOAK_MINUTES=2: quick.
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) tests/soak.py --minutes $(SOAK_MINUTES)
+
+# A longer chaos run than the one in make test.
+chaos: $(STAMP)
+	$(PY) tests/chaos.py --seconds 120
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chat tests benchmarks
