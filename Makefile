@@ -40,6 +40,11 @@ demo-live: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+# The live-node fuzzer with many more examples than make test runs (2000).
+FUZZ_EXAMPLES ?= 50000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py
+
 # Reliability soak (not in make test): 10 min of kills, restarts, SIGSTOP cuts and
 # slow consumers; fails on a delivery error or >20% RSS growth. SOAK_MINUTES=2: quick.
 SOAK_MINUTES ?= 10

@@ -16,6 +16,7 @@ stopped reading: the connection is closed and reported as lost.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Timing:
 # Called for each frame read; answers how long to stop reading (flood control).
 FrameHandler = Callable[["Connection", "Frame | TextLine"], float]
 CLOSED_BY_REMOTE = "closed by remote"
+log = logging.getLogger("chat")
 
 
 class Flusher:
@@ -330,9 +332,9 @@ class Connection:
             return
         since = self.writing_since
         if since is not None and now - since >= timing.stall:
-            self.finish(f"stopped reading for {timing.stall:g} s")
-            if self._writer_scope is not None:
-                self._writer_scope.cancel()
+            # The cancelled send_all may have sent part of a frame: nothing
+            # more may be written on this stream, last words included.
+            self.abort(f"stopped reading for {timing.stall:g} s")
             return
         if not self.keepalive:
             return
@@ -452,6 +454,10 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self.close_reason:
                 self.finish(f"connection reset ({exc.__class__.__name__})")
+        except Exception:
+            # A bug of ours must not take the node down with this connection.
+            log.exception("internal error writing to %r", self)
+            self.abort("internal error")
         finally:
             self.writing_since = None
             outbox.busy = False

@@ -392,7 +392,10 @@ class Node:
             conn.abort("internal error")
         finally:
             self.sessions.pop(conn, None)
-            self._link_closed(link)
+            try:
+                self._link_closed(link)
+            except Exception:
+                log.exception("internal error closing the connection with %s", link.name)
 
     def _hello(self) -> Hello:
         return Hello(
@@ -402,8 +405,8 @@ class Node:
     def _on_frame(self, conn: Connection, frame: Frame | TextLine) -> float:
         """Handle one frame; answer how long to stop reading this connection."""
         link = self.sessions.get(conn)
-        if link is None:
-            return 0.0
+        if link is None or self.stopping:
+            return 0.0  # leaving: our leave is sent, nothing more is relayed
         try:
             if not conn.established:
                 self._on_first(link, frame)

@@ -23,6 +23,9 @@ MAX_FRAME: Final = 65536  # bytes of one frame, newline included (§1)
 MAX_TEXT: Final = 4096  # characters of a message text (§4)
 MAX_NAME: Final = 32  # characters of a display name (§2)
 MAX_HAVE: Final = 1000  # origins listed in a hello's ``have`` (§3)
+# The largest seq accepted: JSON's safe integers. Unbounded seqs would let
+# a remote inflate every later hello's ``have`` past MAX_FRAME.
+MAX_SEQ: Final = 2**53 - 1
 
 EVENT_TYPES: Final = frozenset({"join", "msg", "nick", "leave", "lost"})
 ERROR_CODES: Final = frozenset(
@@ -244,8 +247,8 @@ def _name(obj: Mapping[str, Any], key: str = "name") -> str:
 
 def _seq(obj: Mapping[str, Any]) -> int:
     seq = _int(obj, "seq")
-    if seq < 1:
-        raise _bad("field 'seq' must be at least 1")
+    if not 1 <= seq <= MAX_SEQ:
+        raise _bad(f"field 'seq' must be from 1 to {MAX_SEQ}")
     return seq
 
 
@@ -304,8 +307,8 @@ def _parse_hello(obj: Mapping[str, Any]) -> Hello:
     for origin, seq in have.items():
         if not is_node_id(origin):
             raise _bad("keys of 'have' must be node ids")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise _bad("values of 'have' must be non-negative integers")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+            raise _bad(f"values of 'have' must be integers from 0 to {MAX_SEQ}")
     return Hello(node, name, role, listen, have, proto)  # type: ignore[arg-type]
 
 

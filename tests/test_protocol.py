@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from chat.protocol import (
     MAX_FRAME,
+    MAX_HAVE,
     MAX_NAME,
+    MAX_SEQ,
     MAX_TEXT,
     Decoder,
     Duplicate,
@@ -1115,7 +1117,7 @@ texts = st.text(
     max_size=200,
 )
 stamps = st.floats(allow_nan=False, allow_infinity=False)
-seqs = st.integers(min_value=1, max_value=2**63)
+seqs = st.integers(min_value=1, max_value=MAX_SEQ)
 
 
 @st.composite
@@ -1138,7 +1140,7 @@ hellos = st.builds(
     names,
     st.sampled_from(ROLES),
     st.none() | st.integers(min_value=1, max_value=65535),
-    st.dictionaries(node_ids, st.integers(min_value=0, max_value=2**53), max_size=4),
+    st.dictionaries(node_ids, st.integers(min_value=0, max_value=MAX_SEQ), max_size=4),
 )
 link_frames = st.one_of(
     st.builds(Ping, st.integers(min_value=0, max_value=2**53) | st.text(max_size=8)),
@@ -1322,3 +1324,21 @@ def test_the_fast_path_never_hides_an_unseen_or_foreign_frame() -> None:
     decoder = Decoder(seen=lambda o, s: False)
     assert decoder.feed(b'{"type":"msg","origin":"' + origin.encode() + b'","seq":1,}\n') == []
     assert decoder.error is not None and decoder.error.code == "bad_frame"
+
+
+def test_seqs_are_bounded_so_a_hello_stays_within_max_frame() -> None:
+    origin = "ef" * 16
+    at_bound = make_event("msg", origin, MAX_SEQ, 1.0, "al", text="x")
+    assert parse_frame(at_bound.raw) == at_bound
+    over = make_event("msg", origin, MAX_SEQ + 1, 1.0, "al", text="x")
+    with pytest.raises(ProtocolError) as caught:
+        parse_frame(over.raw)
+    assert caught.value.code == "bad_frame"
+    # The largest hello a node sends: MAX_HAVE origins, each at MAX_SEQ.
+    have = {f"{i:032x}": MAX_SEQ for i in range(MAX_HAVE)}
+    hello = Hello("ab" * 16, "n" * MAX_NAME, "peer", 65535, have)
+    assert len(encode(hello)) <= MAX_FRAME
+    bad = json.loads(encode(hello))
+    bad["have"]["0" * 32] = MAX_SEQ + 1
+    with pytest.raises(ProtocolError):
+        parse_frame(json.dumps(bad).encode())
