@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 
+import trio
+
 from chat.node import Node
 from chat.peer import PeerRole
 from chat.protocol import split_addr
@@ -95,4 +97,8 @@ async def drive(node: Node, lines: AsyncIterable[str], note: Callable[[str], Non
             note(text)
         if outcome.leave or node.stopping:
             break
+    # What was said before the first links were up leaves with their
+    # catch-up, not with us: wait for them (within the handshake time).
+    with trio.move_on_after(node.config.timing.handshake):
+        await node.dials_settled()
     node.stop()

@@ -197,6 +197,8 @@ class Node:
         self._gap_changed = trio.Event()
         self._flusher = Flusher()
         self._dialling: set[tuple[str, int]] = set()
+        self._unsettled = 0  # command-line dials without an outcome yet
+        self._links_changed = trio.Event()  # a link came up or went down
         self._dialling_nodes: set[str] = set()
         self.role.attach(self)
 
@@ -293,8 +295,28 @@ class Node:
         self._dialling.add((host, port))
         if expect:
             self._dialling_nodes.add(expect)
+        if persistent:
+            self._unsettled += 1
         self._services.start_soon(self._dial_loop, host, port, persistent, expect)
         return True
+
+    async def dials_settled(self) -> None:
+        """Return once every address dialled so far has linked or failed once.
+
+        A script's lines may all be read before its first link is up; its
+        front end waits for this before leaving, so that what it said goes
+        out with the catch-up instead of nowhere.
+        """
+        while self._unsettled:
+            await self._links_changed.wait()
+
+    def _settle_one(self) -> None:
+        self._unsettled -= 1
+        self._notify_links()
+
+    def _notify_links(self) -> None:
+        self._links_changed.set()
+        self._links_changed = trio.Event()
 
     @property
     def learned_dialling(self) -> int:
@@ -306,6 +328,7 @@ class Node:
         delay = BACKOFF_FIRST
         failures = 0
         last_node = ""
+        unsettled = persistent  # this address counts for dials_settled()
         try:
             while True:
                 if last_node and (link := self.links.get(last_node)):
@@ -318,6 +341,9 @@ class Node:
                         stream = await trio.open_tcp_stream(host, port)
                 except (OSError, trio.TooSlowError) as exc:
                     failures += 1
+                    if unsettled:
+                        unsettled = False
+                        self._settle_one()
                     if not persistent and failures >= LEARNED_TRIES:
                         log.info("giving up on %s (learned from a peer): %s", where, _why(exc))
                         return
@@ -335,6 +361,11 @@ class Node:
                     log.info("reached %s after %d failed tries", where, failures)
                 failures = 0
                 link = self._start(stream, _peername(stream), outgoing=True)
+                while unsettled and not link.active and link.conn in self.sessions:
+                    await self._links_changed.wait()
+                if unsettled:
+                    unsettled = False
+                    self._settle_one()
                 await link.conn.closed.wait()
                 if link.node == self.id:
                     log.info("%s is this node itself: not dialling it again", where)
@@ -348,6 +379,8 @@ class Node:
                 delay = BACKOFF_FIRST
                 await trio.sleep(delay)
         finally:
+            if unsettled:
+                self._settle_one()
             self._dialling.discard((host, port))
             self._dialling_nodes.discard(expect)
 
@@ -473,6 +506,7 @@ class Node:
         conn.on_drained = partial(self._refill, link)
         link.active = True
         self.links[frame.node] = link
+        self._notify_links()
         for event in self.history.missing_for(frame.have, skip_origin=frame.node):
             self._send_event(link, event)
         link.catch_up_seq = frame.have.get(frame.node, 0)
@@ -486,6 +520,7 @@ class Node:
         return new_dialler < old_dialler
 
     def _link_closed(self, link: Link) -> None:
+        self._notify_links()
         if link.client is not None:
             client = link.client
             self.clients.discard(link)

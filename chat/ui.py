@@ -27,11 +27,12 @@ import trio
 from outcome import Outcome
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import get_app_session
-from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.formatted_text import FormattedText, to_plain_text
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.renderer import print_formatted_text
 from prompt_toolkit.styles import Style
+from prompt_toolkit.utils import is_dumb_terminal
 from prompt_toolkit.validation import ValidationError, Validator
 
 from chat.protocol import MAX_TEXT, name_problem
@@ -139,8 +140,14 @@ class ChatUI:
         typed meanwhile were echoed into the chat). Here the prompt is
         erased, the line printed and the prompt redrawn at once.
         """
-        line = FormattedText([*text, ("", "\n")])
         output = get_app_session().output
+        if is_dumb_terminal():
+            # No escape sequences at all, styles included: a carriage return
+            # is the one control a dumb terminal is sure to honour.
+            output.write("\r" + to_plain_text(text) + "\n")
+            output.flush()
+            return
+        line = FormattedText([*text, ("", "\n")])
         app = self._session.app if self._session else None
         if app is None or not app.is_running:
             print_formatted_text(output, line, STYLE)
