@@ -340,7 +340,8 @@ def report(results: dict[str, Any], quick: bool) -> str:
         f" (cut off: {hub4['silent_client_cut']}; RSS {hub4['rss_start_kib'] // 1024}"
         f" -> peak {hub4['rss_peak_kib'] // 1024} MiB; p99"
         f" {hub4['base']['latency_ms']['p99']:.0f} -> {hub4['silent']['latency_ms']['p99']:.0f} ms)"
-        f" | {r4['reference']['throughput_kept']:.0%} | | >= 90%, cut off, bounded |",
+        f" | {r4['reference']['throughput_kept']:.0%}, lost {r4['reference']['silent']['lost']}"
+        " | | >= 90%, cut off, bounded |",
         f"| W5 mesh of 20 peers: to all, p50 / p99 | {r5['p50_ms']:.1f} / {r5['p99_ms']:.1f} ms |"
         " | | p99 <= 50 ms |",
         "",

@@ -225,8 +225,13 @@ class Bench:
             else:
                 # The window: stop while too much is in flight (sent, not yet
                 # seen by the probe client), so the node's buffers hold it.
-                while self._in_flight(probe, senders) >= o.window:  # noqa: ASYNC110
+                since, seen = time.monotonic(), probe.received
+                while self._in_flight(probe, senders) >= o.window:
                     await trio.sleep(0.0005)  # the receivers run in a thread
+                    if probe.received != seen:
+                        since, seen = time.monotonic(), probe.received
+                    elif time.monotonic() - since > QUIET:
+                        return  # nothing moves (a relay blocked): stop sending
                 batch = min(64, o.messages - client.sent, max(1, o.window // len(senders)))
             frames = []
             for _ in range(batch):

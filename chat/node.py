@@ -64,7 +64,6 @@ ITSELF = "connected to itself"
 @dataclass
 class Config:
     name: str
-    role: RoleName = "peer"
     history: int = 1000
     degree: int = 8
     timing: Timing = field(default_factory=Timing)

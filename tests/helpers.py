@@ -225,7 +225,6 @@ async def start_peer(
     port = listeners[0].socket.getsockname()[1]
     config = Config(
         name=name,
-        role="peer",
         history=history,
         degree=degree,
         timing=timing or Timing(),

@@ -271,3 +271,30 @@ async def process_group() -> AsyncIterator[ProcessGroup]:
                 for proc in group.processes:
                     await proc.process.wait()
             nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------ transcript lines
+
+CLOCK = r"\d\d:\d\d:\d\d"
+
+
+def line_pattern(body: str, history: bool | None) -> re.Pattern[str]:
+    """A whole transcript line; ``history`` None accepts it with or without the mark."""
+    mark = {True: r"\[history\] ", False: "", None: r"(?:\[history\] )?"}[history]
+    return re.compile(rf"^{CLOCK} {mark}{body}$")
+
+
+def said(name: str, text: str, *, history: bool | None = False) -> re.Pattern[str]:
+    return line_pattern(rf"<{re.escape(name)}> {re.escape(text)}", history)
+
+
+def joined(name: str, *, history: bool | None = False) -> re.Pattern[str]:
+    return line_pattern(rf"\*\*\* {re.escape(name)} joined", history)
+
+
+def left(name: str) -> re.Pattern[str]:
+    return line_pattern(rf"\*\*\* {re.escape(name)} left", None)
+
+
+def lost(name: str) -> re.Pattern[str]:
+    return line_pattern(rf"\*\*\* {re.escape(name)} lost", None)

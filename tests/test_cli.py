@@ -20,9 +20,20 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from procs import PYTHON_M, SCRIPT, ChatProcess, ProcessGroup, process_group
+from procs import (
+    CLOCK,
+    PYTHON_M,
+    SCRIPT,
+    ChatProcess,
+    ProcessGroup,
+    joined,
+    left,
+    line_pattern,
+    lost,
+    process_group,
+    said,
+)
 
-CLOCK = r"\d\d:\d\d:\d\d"
 TRANSCRIPT_LINE = re.compile(rf"^{CLOCK} (\[history\] )?(<[^>]+> .+|\*\*\* .+)$")
 NODE_ID = re.compile(r"^[0-9a-f]{32}$")
 EVENT_KINDS = {"join", "msg", "nick", "leave", "lost"}
@@ -31,30 +42,8 @@ EVENT_KINDS = {"join", "msg", "nick", "leave", "lost"}
 # ------------------------------------------------------------ line patterns
 
 
-def _line(body: str, history: bool | None) -> re.Pattern[str]:
-    """A whole transcript line; ``history`` None accepts it with or without the mark."""
-    mark = {True: r"\[history\] ", False: "", None: r"(?:\[history\] )?"}[history]
-    return re.compile(rf"^{CLOCK} {mark}{body}$")
-
-
-def said(name: str, text: str, *, history: bool | None = False) -> re.Pattern[str]:
-    return _line(rf"<{re.escape(name)}> {re.escape(text)}", history)
-
-
-def joined(name: str, *, history: bool | None = False) -> re.Pattern[str]:
-    return _line(rf"\*\*\* {re.escape(name)} joined", history)
-
-
-def left(name: str) -> re.Pattern[str]:
-    return _line(rf"\*\*\* {re.escape(name)} left", None)
-
-
-def lost(name: str) -> re.Pattern[str]:
-    return _line(rf"\*\*\* {re.escape(name)} lost", None)
-
-
 def renamed(old: str, new: str) -> re.Pattern[str]:
-    return _line(rf"\*\*\* {re.escape(old)} is now known as {re.escape(new)}", False)
+    return line_pattern(rf"\*\*\* {re.escape(old)} is now known as {re.escape(new)}", False)
 
 
 def status(text: str) -> re.Pattern[str]:

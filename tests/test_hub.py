@@ -23,13 +23,23 @@ from contextlib import asynccontextmanager, contextmanager
 import pytest
 import trio
 from hubclient import HubClient, summary
-from procs import PYTHON_M, SCRIPT, ChatProcess, ProcessGroup, process_group
+from procs import (
+    CLOCK,
+    PYTHON_M,
+    SCRIPT,
+    ChatProcess,
+    ProcessGroup,
+    joined,
+    left,
+    lost,
+    process_group,
+    said,
+)
 
 from chat.hub import HubFormatter, wants_colour
 from chat.protocol import Error, Event, Hello, Peers
 
 NC = ("/usr/bin/nc",)
-CLOCK = r"\d\d:\d\d:\d\d"
 TRANSCRIPT_LINE = re.compile(rf"^{CLOCK} (\[history\] )?(<[^>]+> .+|\*\*\* .+)$")
 MSG_LINE = re.compile(rf"^{CLOCK} (?:\[history\] )?<(?P<name>[^>]+)> (?P<text>.*)$")
 HUB_LISTENING = re.compile(rf"^{CLOCK} \[SUCCESS\] hub listening on (?P<host>.+):(?P<port>\d+)$")
@@ -38,27 +48,6 @@ ERROR_LINE = re.compile(r"^\*\*\* error: [a-z_]+: .+$")  # §9: how an error rea
 
 
 # ------------------------------------------------------------ line patterns
-
-
-def _line(body: str, history: bool | None) -> re.Pattern[str]:
-    mark = {True: r"\[history\] ", False: "", None: r"(?:\[history\] )?"}[history]
-    return re.compile(rf"^{CLOCK} {mark}{body}$")
-
-
-def said(name: str, text: str, *, history: bool | None = False) -> re.Pattern[str]:
-    return _line(rf"<{re.escape(name)}> {re.escape(text)}", history)
-
-
-def joined(name: str, *, history: bool | None = None) -> re.Pattern[str]:
-    return _line(rf"\*\*\* {re.escape(name)} joined", history)
-
-
-def left(name: str) -> re.Pattern[str]:
-    return _line(rf"\*\*\* {re.escape(name)} left", None)
-
-
-def lost(name: str) -> re.Pattern[str]:
-    return _line(rf"\*\*\* {re.escape(name)} lost", None)
 
 
 def logged(tag: str, body: str) -> re.Pattern[str]:
@@ -240,7 +229,7 @@ async def test_one_hub_five_peers_every_message_once_and_the_server_log() -> Non
                 assert active(count).match(await wait_next_line(hub, line)), hub.describe()
             for proc in peers:
                 for other in peers:
-                    await proc.wait_stdout(joined(other.name))
+                    await proc.wait_stdout(joined(other.name, history=None))
 
             sent: dict[str, list[str]] = {name: [] for name in names}
             for turn in range(rounds):
@@ -312,7 +301,7 @@ async def test_a_peer_killed_is_shown_lost_exactly_once() -> None:
             bob = await group.peer("bob", hub.address)
             victim = await group.peer("victim", hub.address)
             for proc in (alice, bob):
-                await proc.wait_stdout(joined("victim"))
+                await proc.wait_stdout(joined("victim", history=None))
 
             victim.kill()
             assert await victim.wait() == -signal.SIGKILL
@@ -415,8 +404,8 @@ async def test_netcat_chats_with_peers_through_the_hub() -> None:
             hub = await start_hub(group)
             alice = await group.peer("alice", hub.address)
             carol = await group.peer("carol", hub.address)
-            await alice.wait_stdout(joined("carol"))
-            await carol.wait_stdout(joined("alice"))
+            await alice.wait_stdout(joined("carol", history=None))
+            await carol.wait_stdout(joined("alice", history=None))
 
             nc = await group.start("127.0.0.1", str(hub.port), command=NC, label="nc")
             await nc.send_line("/nick bob")
@@ -489,7 +478,7 @@ async def test_linked_hubs_survive_a_killed_hub_restarted_on_its_port() -> None:
 
             for proc in peers:
                 for other in peers:
-                    await proc.wait_stdout(joined(other.name))
+                    await proc.wait_stdout(joined(other.name, history=None))
             first = {proc.name: f"first from {proc.name}" for proc in peers}
             for proc in peers:
                 await say(proc, first[proc.name])

@@ -97,9 +97,7 @@ async def test_stalled_reader_is_bounded_then_dropped_while_30_others_chat(
 ) -> None:
     assert len(TEXT) > OUTBOX_BYTES // OUTBOX_FRAMES
     stall = 5.0  # far more than the rounds take; the drop is waited for, not timed
-    config = Config(
-        name="hub", role="hub", rate=0, history=SMALL_HISTORY, timing=Timing(stall=stall)
-    )
+    config = Config(name="hub", rate=0, history=SMALL_HISTORY, timing=Timing(stall=stall))
     with trio.fail_after(30):
         hub = await start_node(nursery, config, HubRole(quiet=True))
         # A tiny receive buffer: the kernel absorbs a few KB, not megabytes,
@@ -143,7 +141,7 @@ async def test_stalled_stream_is_dropped_after_exactly_the_stall_time(
     # every round at virtual time 0 shows that nothing waited on the stall.
     # (A send_all cut short leaves a trio stream unusable: writing to it
     # again is a bug, which the lockstep stream reports by failing.)
-    config = Config(name="hub", role="hub", rate=0, history=SMALL_HISTORY)
+    config = Config(name="hub", rate=0, history=SMALL_HISTORY)
     with trio.fail_after(15):
         hub = await start_node(nursery, config, HubRole(quiet=True), listen=False)
         # Lockstep: send_all returns only once the other side has read it all.
@@ -227,7 +225,7 @@ def arrival_times(client: Client, origin: str, start: float) -> list[float]:
 async def test_flooder_is_slowed_to_its_rate_then_cut_off_while_others_chat(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    config = Config(name="hub", role="hub")
+    config = Config(name="hub")
     assert (config.rate, config.burst, config.patience) == (RATE, BURST, PATIENCE)
     with trio.fail_after(20):
         hub = await start_node(nursery, config, HubRole(quiet=True), listen=False)
@@ -273,7 +271,7 @@ async def test_flooder_over_tcp_is_held_back_and_cut_off(nursery: trio.Nursery) 
     # a slow machine cannot break: no more than the rate allows in the
     # time that passed, and at least the burst.
     patience = 1.0
-    config = Config(name="hub", role="hub", patience=patience)
+    config = Config(name="hub", patience=patience)
     with trio.fail_after(10):
         hub = await start_node(nursery, config, HubRole(quiet=True))
         watcher = await chatter(nursery, hub.port, "watcher")
@@ -303,7 +301,7 @@ async def test_forwarded_events_draw_on_the_large_link_budget(
     # A relay passing on other origins' events is not a flooder: its
     # budget is link_rate (5000 a second, as much saved up), so 6000
     # forwarded events go through, the last 1000 at 5000 a second.
-    config = Config(name="hub", role="hub")
+    config = Config(name="hub")
     with trio.fail_after(5):
         hub = await start_node(nursery, config, HubRole(quiet=True), listen=False)
         watcher = await memory_chatter(nursery, hub, "watcher")
@@ -329,7 +327,7 @@ async def test_catch_up_of_own_old_events_is_not_charged_to_the_small_budget(
     # After a cut, a node sends its own events the other lacks: those its
     # hello already counted (seq <= have[its id]) are catch-up, on the
     # link budget; only its new ones draw on rate/burst.
-    config = Config(name="hub", role="hub")
+    config = Config(name="hub")
     with trio.fail_after(10):
         hub = await start_node(nursery, config, HubRole(quiet=True), listen=False)
         watcher = await memory_chatter(nursery, hub, "watcher")
@@ -361,7 +359,7 @@ async def test_catch_up_of_own_old_events_is_not_charged_to_the_small_budget(
 
 async def test_connection_over_the_limit_is_refused_at_once(nursery: trio.Nursery) -> None:
     limit = 3
-    config = Config(name="hub", role="hub", max_connections=limit)
+    config = Config(name="hub", max_connections=limit)
     with trio.fail_after(5):  # well inside the 10 s handshake deadline: "at once"
         hub = await start_node(nursery, config, HubRole(quiet=True))
         members = [await chatter(nursery, hub.port, f"m{i}") for i in range(limit)]
@@ -511,7 +509,7 @@ async def test_bug_in_a_role_hook_is_contained_logged_once_and_others_carry_on(
 ) -> None:
     with trio.fail_after(5):
         role = HubRole(quiet=True)
-        hub = await start_node(nursery, Config(name="hub", role="hub"), role)
+        hub = await start_node(nursery, Config(name="hub"), role)
         alice = await chatter(nursery, hub.port, "alice")
         bob = await chatter(nursery, hub.port, "bob")
         victim = await Client.connect(hub.port, "victim")
