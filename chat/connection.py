@@ -45,6 +45,8 @@ class Timing:
 # Called for each frame read; answers how long to stop reading (flood control).
 FrameHandler = Callable[["Connection", "Frame | TextLine"], float]
 CLOSED_BY_REMOTE = "closed by remote"
+DUPLICATE = "duplicate connection"  # closed by the one-link-per-pair rule (§3)
+ITSELF = "connected to itself"
 log = logging.getLogger("chat")
 
 

@@ -12,14 +12,16 @@ Task tree::
     │   ├── dialler per address back-off, waits while its link is up
     │   └── gap timer           gives up gaps after 5 s (§5)
     └── connections nursery     closed last, after a grace period
-        └── per connection      Connection.serve: reader task + writer task
+        ├── flusher             writes every outbox filled in a step, once
+        ├── watchdog            every connection's timers, in one sweep
+        └── per connection      Connection.serve, the reader; a writer task
+                                only while the kernel will not take the outbox
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import secrets
 import time
 from collections import deque
@@ -30,7 +32,8 @@ from functools import partial
 import trio
 
 from chat import render
-from chat.connection import CLOSED_BY_REMOTE, Connection, Flusher, Timing
+from chat.connection import CLOSED_BY_REMOTE, DUPLICATE, ITSELF, Connection, Flusher, Timing
+from chat.dialler import Dialler
 from chat.protocol import (
     PROTO,
     Error,
@@ -53,12 +56,7 @@ from chat.state import Delivery, Entry, FloodControl, History, Membership, Seque
 
 log = logging.getLogger("chat")
 
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 30.0
-LEARNED_TRIES = 3  # dials of an address learned by peer exchange (§7)
 RECENT_LINES = 50  # chat lines replayed to a plain-text client that joins
-DUPLICATE = "duplicate connection"  # closed by the one-link-per-pair rule (§3)
-ITSELF = "connected to itself"
 
 
 @dataclass
@@ -195,10 +193,8 @@ class Node:
         self._final_error: ProtocolError | None = None
         self._gap_changed = trio.Event()
         self._flusher = Flusher()
-        self._dialling: set[tuple[str, int]] = set()
-        self._unsettled = 0  # command-line dials without an outcome yet
         self._links_changed = trio.Event()  # a link came up or went down
-        self._dialling_nodes: set[str] = set()
+        self.dialler = Dialler(self)
         self.role.attach(self)
 
     @property
@@ -285,103 +281,35 @@ class Node:
     def connect(self, host: str, port: int, *, persistent: bool = True, expect: str = "") -> bool:
         """Dial ``host:port`` in the background; False if already dialling it.
 
-        Persistent addresses (from the command line) are retried with
-        exponential back-off for as long as the node runs and re-dialled
-        when their link drops; learned ones get ``LEARNED_TRIES`` tries.
+        See :class:`chat.dialler.Dialler`: persistent addresses (from the
+        command line) are retried for as long as the node runs.
         """
-        if self.stopping or (host, port) in self._dialling or expect in self._dialling_nodes:
+        if self.stopping:
             return False
-        self._dialling.add((host, port))
-        if expect:
-            self._dialling_nodes.add(expect)
-        if persistent:
-            self._unsettled += 1
-        self._services.start_soon(self._dial_loop, host, port, persistent, expect)
-        return True
+        return self.dialler.connect(
+            self._services, host, port, persistent=persistent, expect=expect
+        )
 
     async def dials_settled(self) -> None:
-        """Return once every address dialled so far has linked or failed once.
+        """Return once every address dialled so far has linked or failed once."""
+        await self.dialler.settled()
 
-        A script's lines may all be read before its first link is up; its
-        front end waits for this before leaving, so that what it said goes
-        out with the catch-up instead of nowhere.
-        """
-        while self._unsettled:
-            await self._links_changed.wait()
+    @property
+    def learned_dialling(self) -> int:
+        """Dials under way to nodes learned by peer exchange."""
+        return self.dialler.learned
 
-    def _settle_one(self) -> None:
-        self._unsettled -= 1
-        self._notify_links()
+    async def links_changed(self) -> None:
+        """Return when a link next comes up or goes down."""
+        await self._links_changed.wait()
 
     def _notify_links(self) -> None:
         self._links_changed.set()
         self._links_changed = trio.Event()
 
-    @property
-    def learned_dialling(self) -> int:
-        """Dials under way to nodes learned by peer exchange."""
-        return len(self._dialling_nodes)
-
-    async def _dial_loop(self, host: str, port: int, persistent: bool, expect: str) -> None:
-        where = join_addr(host, port)
-        delay = BACKOFF_FIRST
-        failures = 0
-        last_node = ""
-        unsettled = persistent  # this address counts for dials_settled()
-        try:
-            while True:
-                if last_node and (link := self.links.get(last_node)):
-                    # Linked to that node over another connection: re-dial
-                    # only once that one is gone.
-                    await link.conn.closed.wait()
-                    continue
-                try:
-                    with trio.fail_after(self.config.timing.handshake):
-                        stream = await trio.open_tcp_stream(host, port)
-                except (OSError, trio.TooSlowError) as exc:
-                    failures += 1
-                    if unsettled:
-                        unsettled = False
-                        self._settle_one()
-                    if not persistent and failures >= LEARNED_TRIES:
-                        log.info("giving up on %s (learned from a peer): %s", where, _why(exc))
-                        return
-                    if failures == 1 and persistent:
-                        log.warning(
-                            "cannot reach %s (%s); retrying with back-off up to %g s",
-                            where,
-                            _why(exc),
-                            BACKOFF_MAX,
-                        )
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, BACKOFF_MAX)
-                    continue
-                if failures and persistent:
-                    log.info("reached %s after %d failed tries", where, failures)
-                failures = 0
-                link = self._start(stream, _peername(stream), outgoing=True)
-                while unsettled and not link.active and link.conn in self.sessions:
-                    await self._links_changed.wait()
-                if unsettled:
-                    unsettled = False
-                    self._settle_one()
-                await link.conn.closed.wait()
-                if link.node == self.id:
-                    log.info("%s is this node itself: not dialling it again", where)
-                    return
-                last_node = link.node
-                if not persistent:
-                    return
-                if link.conn.established and link.conn.close_reason != DUPLICATE:
-                    # (link.active is already False here: _link_closed ran first.)
-                    log.info("re-dialling %s (%s) in %g s", link.name, where, BACKOFF_FIRST)
-                delay = BACKOFF_FIRST
-                await trio.sleep(delay)
-        finally:
-            if unsettled:
-                self._settle_one()
-            self._dialling.discard((host, port))
-            self._dialling_nodes.discard(expect)
+    def dial_stream(self, stream: trio.SocketStream) -> Link:
+        """Serve a stream this node dialled (the dialler's half of a link)."""
+        return self._start(stream, _peername(stream), outgoing=True)
 
     # ----------------------------------------------------- link lifecycle
 
@@ -746,18 +674,3 @@ def _peername(stream: trio.abc.Stream) -> tuple[str, int] | None:
     except OSError:
         return None
     return (str(name[0]), int(name[1]))
-
-
-def _why(exc: BaseException) -> str:
-    """A short reason for a failed dial: "Connection refused", "timed out"."""
-    if isinstance(exc, trio.TooSlowError):
-        return "timed out"
-    # open_tcp_stream wraps its attempts: the first underlying error tells.
-    cause = exc.__cause__
-    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-        cause = cause.exceptions[0]
-    if isinstance(cause, OSError):
-        exc = cause
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc)
