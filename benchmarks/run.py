@@ -163,9 +163,10 @@ def w3(quick: bool, logs: Path) -> dict[str, Any]:
 
 
 def w4(quick: bool, logs: Path) -> dict[str, Any]:
-    # Long enough (about 13 s at full speed) for the hub's 10 s stall rule to
-    # cut the silent client off while the others are still being served.
-    messages = 4000 if quick else 40000
+    # Long enough (about 18 s at full speed) for the hub's 10 s stall rule to
+    # cut the silent client off while the others are still being served
+    # (13 s was too close: the run could end first).
+    messages = 4000 if quick else 60000
     out: dict[str, Any] = {}
     for kind in ("hub", "reference"):
         with server(kind, logs / f"w4-{kind}.log") as srv:
