@@ -32,7 +32,7 @@ demo-live: $(STAMP)
 	echo "Three peers A, B, C in tmux session trio-chat-demo."; \
 	echo "Type in a pane and press Enter; switch panes with Ctrl+B then an arrow key."; \
 	echo "Leave a peer with /exit or Ctrl+D; leave tmux with Ctrl+B then d."; \
-	echo "Attaching now (tmux attach -t trio-chat-demo to come back)."; \
+	echo "Come back to it with: tmux attach -t trio-chat-demo"; \
 	if [ -t 0 ]; then tmux attach -t trio-chat-demo; fi
 
 # Benchmarks (not part of make test): hub vs. the asyncio reference relay,
