@@ -71,14 +71,21 @@ class Flusher:
             self._wakeup.set()
         self._dirty.append(outbox)
 
-    async def run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            dirty, self._dirty = self._dirty, []
+    def flush_now(self) -> None:
+        """Write what is marked now; a reader calls this after each read, so
+        the frames of one read go out without waiting for the next step."""
+        dirty, self._dirty = self._dirty, []
+        if dirty:
             now = trio.current_time()
             for outbox in dirty:
                 outbox.flush(now)
+
+    async def run(self) -> None:
+        """Flush what was marked outside a read (timers, the person's input)."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            self.flush_now()
 
 
 class Outbox:
@@ -424,6 +431,8 @@ class Connection:
                     # Flood control: stop reading for a while; TCP pushes
                     # back on the sender (trio back-pressure, no buffering).
                     await trio.sleep(pause)
+            if self.outbox.flusher is not None:
+                self.outbox.flusher.flush_now()
             if decoder.error:
                 self.fail(decoder.error)
                 return
