@@ -298,3 +298,25 @@ def left(name: str) -> re.Pattern[str]:
 
 def lost(name: str) -> re.Pattern[str]:
     return line_pattern(rf"\*\*\* {re.escape(name)} lost", None)
+
+
+# ------------------------------------------------------------ bad command lines
+
+
+async def assert_usage_errors(usage: dict[str, ChatProcess], role: str) -> None:
+    """Each process was a usage error: exit 2, usage and one error line, no output."""
+    for what, proc in usage.items():
+        assert await proc.wait() == 2, proc.describe()
+        assert proc.stderr.lines, what
+        assert proc.stderr.lines[0].startswith(f"usage: trio-chat {role}"), proc.describe()
+        assert proc.stderr.count(rf"^trio-chat {role}: error: ") == 1, proc.describe()
+        assert proc.stdout.lines == [], proc.describe()
+
+
+def assert_busy_port(busy: ChatProcess, code: int, port: int) -> None:
+    """A busy port: exit 1 and one stderr line naming the address."""
+    assert code == 1, busy.describe()
+    assert len(busy.stderr.lines) == 1, busy.describe()
+    assert f"127.0.0.1:{port}" in busy.stderr.lines[0], busy.describe()
+    assert "already in use" in busy.stderr.lines[0], busy.describe()
+    assert busy.stdout.lines == [], busy.describe()

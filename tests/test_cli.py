@@ -26,6 +26,8 @@ from procs import (
     SCRIPT,
     ChatProcess,
     ProcessGroup,
+    assert_busy_port,
+    assert_usage_errors,
     joined,
     left,
     line_pattern,
@@ -300,17 +302,8 @@ async def test_usage_errors_and_a_busy_port() -> None:
                 )
                 busy_code = await busy.wait()
 
-            for what, proc in usage.items():
-                assert await proc.wait() == 2, proc.describe()
-                assert proc.stderr.lines, what
-                assert proc.stderr.lines[0].startswith("usage: trio-chat peer"), proc.describe()
-                assert proc.stderr.count(r"^trio-chat peer: error: ") == 1, proc.describe()
-                assert proc.stdout.lines == [], proc.describe()
-
-            assert busy_code == 1, busy.describe()
-            assert len(busy.stderr.lines) == 1, busy.describe()
-            assert f"127.0.0.1:{busy_port}" in busy.stderr.lines[0], busy.describe()
-            assert busy.stdout.lines == [], busy.describe()
+            await assert_usage_errors(usage, "peer")
+            assert_busy_port(busy, busy_code, busy_port)
             assert_clean(group)
 
 

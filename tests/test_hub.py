@@ -29,6 +29,8 @@ from procs import (
     SCRIPT,
     ChatProcess,
     ProcessGroup,
+    assert_busy_port,
+    assert_usage_errors,
     joined,
     left,
     lost,
@@ -616,18 +618,8 @@ async def test_busy_port_and_bad_arguments() -> None:
                 )
                 busy_code = await busy.wait()
 
-            for what, proc in usage.items():
-                assert await proc.wait() == 2, proc.describe()
-                assert proc.stderr.lines, what
-                assert proc.stderr.lines[0].startswith("usage: trio-chat hub"), proc.describe()
-                assert proc.stderr.count(r"^trio-chat hub: error: ") == 1, proc.describe()
-                assert proc.stdout.lines == [], proc.describe()
-
-            assert busy_code == 1, busy.describe()
-            assert len(busy.stderr.lines) == 1, busy.describe()
-            assert f"127.0.0.1:{busy_port}" in busy.stderr.lines[0], busy.describe()
-            assert "already in use" in busy.stderr.lines[0], busy.describe()
-            assert busy.stdout.lines == [], busy.describe()
+            await assert_usage_errors(usage, "hub")
+            assert_busy_port(busy, busy_code, busy_port)
             for proc in group.processes:
                 for line in proc.stderr.lines:
                     assert "Traceback" not in line, proc.describe()
