@@ -112,7 +112,6 @@ class Bench:
         self.latencies: list[float] = []
         self.first_send = 0.0
         self.last_receive = 0.0
-        self.sending_done = False
 
     # -------------------------------------------------------------- connect
 
@@ -278,7 +277,6 @@ class Bench:
             async with trio.open_nursery() as sending:
                 for client in senders:
                     sending.start_soon(self._send, client, probe, senders)
-            self.sending_done = True
             expected_each = {c.index: sum(s.sent for s in senders if s is not c) for c in readers}
             expected = sum(expected_each.values())
             await self._wait_done(expected)

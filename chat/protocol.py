@@ -28,18 +28,6 @@ MAX_HAVE: Final = 1000  # origins listed in a hello's ``have`` (§3)
 MAX_SEQ: Final = 2**53 - 1
 
 EVENT_TYPES: Final = frozenset({"join", "msg", "nick", "leave", "lost"})
-ERROR_CODES: Final = frozenset(
-    {
-        "bad_frame",
-        "frame_too_long",
-        "handshake_timeout",
-        "unsupported_protocol",
-        "rate_limited",
-        "auth_failed",
-        "too_many_connections",
-        "shutting_down",
-    }
-)
 
 EventKind: TypeAlias = Literal["join", "msg", "nick", "leave", "lost"]
 RoleName: TypeAlias = Literal["peer", "hub"]
