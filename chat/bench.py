@@ -25,6 +25,7 @@ from functools import partial
 
 import trio
 
+from chat.addr import split_addr
 from chat.protocol import (
     Hello,
     Ping,
@@ -33,7 +34,6 @@ from chat.protocol import (
     encode,
     make_event,
     parse_frame,
-    split_addr,
 )
 
 READ_SIZE = 65536

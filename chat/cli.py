@@ -15,15 +15,16 @@ from functools import partial
 import trio
 
 from chat import __version__
+from chat.addr import join_addr, split_addr
 from chat.bench import add_arguments as add_bench_arguments
 from chat.bench import main as run_bench
-from chat.commands import drive
-from chat.connection import Timing
+from chat.config import Config, Timing
+from chat.frontend import drive
 from chat.hub import HubFormatter, HubRole, wants_colour
-from chat.node import Config, Node
+from chat.node import Node
 from chat.peer import PeerRole
 from chat.plain import Transcript, note, stdin_lines
-from chat.protocol import MAX_NAME, ProtocolError, join_addr, name_problem, split_addr
+from chat.protocol import MAX_NAME, ProtocolError, name_problem
 from chat.ui import ChatUI
 
 log = logging.getLogger("chat")
@@ -249,11 +250,11 @@ async def _run_node(
 
 def status_text(node: Node) -> str:
     """The toolbar: connection state and how many are connected."""
-    peers = sum(1 for link in node.links.values() if link.is_peer)
-    hubs = len(node.links) - peers
+    peers = sum(1 for link in node.neighbours.values() if link.is_peer)
+    hubs = len(node.neighbours) - peers
     if node.stopping:
         state = "leaving"
-    elif node.links:
+    elif node.neighbours:
         state = "connected"
     else:
         state = "alone (waiting for peers)"
@@ -297,7 +298,7 @@ def _run_interactive(args: argparse.Namespace, sock: socket.socket) -> int:
 
         async def front() -> None:
             where = join_addr(args.host, node.listen_port or 0)
-            peers = sum(1 for link in node.links.values() if link.is_peer)
+            peers = sum(1 for link in node.neighbours.values() if link.is_peer)
             ui.note(f"ready: {node.name} on {where}, {peers} peers \u2014 /help for commands")
             await drive(node, ui.lines, ui.note)
 

@@ -1,17 +1,10 @@
-"""One stream, its reader and writer tasks, and its bounded outbox.
+"""One stream, the task that reads it, its writer, and its link timers.
 
 A :class:`Connection` knows the wire format and the link-level timers
 (handshake, keepalive, dead link, stalled writer) but nothing of the node:
-frames it reads go to a callback, bytes to send come in through
-:meth:`Connection.send`. Nobody else writes to the stream.
-
-Back-pressure policy (docs/PROTOCOL.md §7 and the README): ``send`` never
-waits. The outbox holds at most ``OUTBOX_FRAMES`` frames and
-``OUTBOX_BYTES`` bytes; when it is full ``send`` answers False and the
-caller keeps what it could not queue (the node keeps only event keys and
-refills from its history when ``on_drained`` fires). A writer that cannot
-hand its batch to the kernel for ``stall_timeout`` seconds means the remote
-stopped reading: the connection is closed and reported as lost.
+frames it reads go to its :attr:`~Connection.on_frame` handler, bytes to
+send come in through :meth:`Connection.send`. Nobody else writes to the
+stream. The back-pressure policy is the :class:`~chat.outbox.Outbox`'s.
 """
 
 from __future__ import annotations
@@ -19,178 +12,27 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import trio
 
-from chat.protocol import Decoder, Error, Frame, Ping, ProtocolError, TextLine, encode
+from chat.config import Timing
+from chat.framing import Decoder
+from chat.lifecycle import Closing, Reason
+from chat.outbox import OUTBOX_BYTES, OUTBOX_FRAMES, Flusher, Outbox
+from chat.protocol import Error, Frame, Ping, ProtocolError, TextLine, encode
 
-READ_SIZE = 65536  # one large read; lines are split by bytes.find (protocol.py)
+READ_SIZE = 65536  # one large read; lines are split by bytes.find (framing.py)
 BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
-OUTBOX_FRAMES = 1024
-OUTBOX_BYTES = 2 * 1024 * 1024
 
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """Link timers in seconds (§3, §7). Tests shorten them; users never do."""
-
-    handshake: float = 10.0  # first line / answering hello
-    ping_after: float = 15.0  # idle sending -> ping
-    dead_after: float = 45.0  # idle receiving -> lost
-    stall: float = 10.0  # writer blocked this long -> lost
-    grace: float = 2.0  # flushing on close
-
-
-# Called for each frame read; answers how long to stop reading (flood control).
-FrameHandler = Callable[["Connection", "Frame | TextLine"], float]
-CLOSED_BY_REMOTE = "closed by remote"
-DUPLICATE = "duplicate connection"  # closed by the one-link-per-pair rule (§3)
-ITSELF = "connected to itself"
 log = logging.getLogger("chat")
 
 
-class Flusher:
-    """Hands every outbox filled during a scheduling step to the kernel, once.
-
-    Fan-out puts a frame on each recipient's outbox; waking a writer task
-    for each costs a task switch per recipient per message, which made a
-    quiet hub slower than a plain asyncio relay (docs/benchmarks.md, W2).
-    Instead the outboxes mark themselves here and one task, running after
-    the current step, writes each idle one straight to its socket: one
-    write per recipient for a lone message, one per recipient per *read*
-    under load (the read's frames coalesce). Busy writers keep their queue.
-    """
-
-    def __init__(self) -> None:
-        self._dirty: list[Outbox] = []
-        self._wakeup = trio.Event()
-
-    def mark(self, outbox: Outbox) -> None:
-        if not self._dirty:
-            self._wakeup.set()
-        self._dirty.append(outbox)
-
-    def flush_now(self) -> None:
-        """Write what is marked now; a reader calls this after each read, so
-        the frames of one read go out without waiting for the next step."""
-        dirty, self._dirty = self._dirty, []
-        if dirty:
-            now = trio.current_time()
-            for outbox in dirty:
-                outbox.flush(now)
-
-    async def run(self) -> None:
-        """Flush what was marked outside a read (timers, the person's input)."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            self.flush_now()
+# Called for each frame read; answers how long to stop reading (flood control).
+FrameHandler = Callable[["Frame | TextLine"], float]
 
 
-class Outbox:
-    """A bounded FIFO of frames, written directly when idle, else by a writer.
-
-    Not a trio memory channel: fan-out puts one frame on every recipient's
-    outbox, and a list append is a fraction of the cost of ``send_nowait``
-    (docs/benchmarks.md). ``flush`` writes what is queued straight to the
-    socket when no writer task is busy; only what the kernel will not take
-    now is left to a writer task, started on demand (``start_writer``), so
-    an idle connection costs no task of its own for writing.
-    """
-
-    __slots__ = (
-        "_frames",
-        "_marked",
-        "busy",
-        "closed",
-        "fd",
-        "flusher",
-        "max_bytes",
-        "max_frames",
-        "said_at",
-        "size",
-        "start_writer",
-    )
-
-    def __init__(
-        self,
-        max_frames: int,
-        max_bytes: int,
-        fd: int | None = None,
-        flusher: Flusher | None = None,
-    ) -> None:
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes
-        self.fd = fd  # the socket, for direct writes; None for other streams
-        self.flusher = flusher
-        self.size = 0  # bytes queued
-        self.said_at = trio.current_time()  # when bytes last went to the kernel
-        self.closed = False
-        self.busy = False  # a writer task owns the stream's sending side
-        self.start_writer: Callable[[], None] = lambda: None
-        self._frames: list[bytes] = []
-        self._marked = False
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def put(self, data: bytes) -> bool:
-        """Queue ``data``; False if closed or full (one frame always fits)."""
-        frames = self._frames
-        if self.closed or len(frames) >= self.max_frames:
-            return False
-        if self.size + len(data) > self.max_bytes and frames:
-            return False
-        frames.append(data)
-        self.size += len(data)
-        if not self._marked:
-            self._marked = True
-            if self.flusher is not None:
-                self.flusher.mark(self)
-            else:
-                self.flush(trio.current_time())
-        return True
-
-    def flush(self, now: float) -> None:
-        """Write what is queued now if no writer is busy; else leave it to it."""
-        self._marked = False
-        frames = self._frames
-        if self.busy or not frames:
-            return
-        if self.fd is not None:
-            self.said_at = now
-            data = b"".join(frames) if len(frames) > 1 else frames[0]
-            try:
-                sent = os.write(self.fd, data)
-            except OSError:
-                sent = 0  # would block, or broken: the writer finds out which
-            self.size -= sent
-            if sent == len(data):
-                frames.clear()
-                return
-            frames[:] = [data[sent:]]
-        self.busy = True
-        self.start_writer()
-
-    def take(self, max_bytes: int) -> bytes:
-        """What is queued, up to about ``max_bytes``, as one string (b"" if empty)."""
-        frames = self._frames
-        if self.size <= max_bytes:
-            self._frames = []
-            taken = frames
-        else:
-            count = size = 0
-            for frame in frames:
-                count += 1
-                size += len(frame)
-                if size >= max_bytes:
-                    break
-            taken = frames[:count]
-            del frames[:count]
-        data = b"".join(taken)
-        self.size -= len(data)
-        return data
+def _ignore(frame: Frame | TextLine) -> float:
+    return 0.0
 
 
 class Connection:
@@ -212,12 +54,13 @@ class Connection:
         "_reader_scope",
         "_writer_scope",
         "born",
-        "close_reason",
+        "closing",
         "decoder",
         "established",
         "heard_at",
         "keepalive",
         "on_drained",
+        "on_frame",
         "outbox",
         "outgoing",
         "remote",
@@ -232,7 +75,7 @@ class Connection:
         remote: tuple[str, int] | None,
         *,
         outgoing: bool,
-        timing: Timing = Timing(),
+        timing: Timing | None = None,
         max_frames: int = OUTBOX_FRAMES,
         max_bytes: int = OUTBOX_BYTES,
         flusher: Flusher | None = None,
@@ -241,18 +84,21 @@ class Connection:
         self.stream = stream
         self.remote = remote  # (ip, port) of the other end, when known
         self.outgoing = outgoing  # True if this side dialled
-        self.timing = timing
+        self.timing = timing or Timing()
         self.decoder = Decoder(seen=seen)
         sock = getattr(stream, "socket", None)
         fd = sock.fileno() if sock is not None else None
         self.outbox = Outbox(max_frames, max_bytes, fd, flusher)
         self.outbox.start_writer = self._start_writer
-        # Set by the node once the handshake is done; a plain-text client
-        # gets neither pings nor the dead-link rule (it cannot pong).
+        # Who handles the frames read: the node's first-frame step, then
+        # the node link or text session that it chose.
+        self.on_frame: FrameHandler = _ignore
+        # Set once the handshake is done; a plain-text client gets neither
+        # pings nor the dead-link rule (it cannot pong).
         self.established = False
         self.keepalive = False
         self.on_drained: Callable[[], None] | None = None
-        self.close_reason = ""  # why it ended: "" while open
+        self.closing: Closing | None = None  # why it ended; None while open
         self._closed: trio.Event | None = None  # made when first waited for
         self._final = b""
         self._nursery: trio.Nursery | None = None
@@ -276,7 +122,7 @@ class Connection:
 
     @property
     def open(self) -> bool:
-        return not self.close_reason
+        return self.closing is None
 
     @property
     def queued_bytes(self) -> int:
@@ -299,15 +145,15 @@ class Connection:
     def send_frame(self, frame: Frame) -> bool:
         return self.send(encode(frame))
 
-    def finish(self, reason: str, final: bytes = b"") -> None:
+    def finish(self, closing: Closing, final: bytes = b"") -> None:
         """Stop reading; send what is queued, then ``final``; then close.
 
         ``final`` is kept apart from the outbox, so a full outbox cannot
         make the last word (a ``leave``, an ``error``) go missing.
         """
-        if self.close_reason:
+        if self.closing is not None:
             return
-        self.close_reason = reason
+        self.closing = closing
         self._final = final
         self.outbox.closed = True
         self._reader_scope.cancel()
@@ -318,11 +164,11 @@ class Connection:
             final = f"*** error: {error.code}: {error.message}\n".encode()
         else:
             final = encode(Error(error.code, error.message))
-        self.finish(f"protocol error: {error}", before + final)
+        self.finish(Closing(Reason.PROTOCOL_ERROR, f"protocol error: {error}"), before + final)
 
-    def abort(self, reason: str) -> None:
+    def abort(self, closing: Closing) -> None:
         """Close now, dropping whatever is queued."""
-        self.finish(reason)
+        self.finish(closing)
         self._final = b""
         self.outbox.take(self.outbox.size)
         if self._writer_scope is not None:
@@ -332,7 +178,7 @@ class Connection:
 
     def check(self, now: float) -> None:
         """Apply the link timers (§3, §7); the node's watchdog calls this."""
-        if self.close_reason:
+        if self.closing is not None:
             return
         timing = self.timing
         if not self.established:
@@ -343,12 +189,12 @@ class Connection:
         if since is not None and now - since >= timing.stall:
             # The cancelled send_all may have sent part of a frame: nothing
             # more may be written on this stream, last words included.
-            self.abort(f"stopped reading for {timing.stall:g} s")
+            self.abort(Closing(Reason.STALLED, f"stopped reading for {timing.stall:g} s"))
             return
         if not self.keepalive:
             return
         if now - self.heard_at >= timing.dead_after:
-            self.finish(f"nothing received for {timing.dead_after:g} s")
+            self.finish(Closing(Reason.DEAD, f"nothing received for {timing.dead_after:g} s"))
             return
         outbox = self.outbox
         if now - outbox.said_at >= timing.ping_after and not outbox.busy and not len(outbox):
@@ -358,25 +204,25 @@ class Connection:
     def _timed_out(self) -> None:
         timing = self.timing
         if self.outgoing:
-            self.finish(f"no hello within {timing.handshake:g} s")
+            self.finish(Closing(Reason.NO_HELLO, f"no hello within {timing.handshake:g} s"))
         else:
             why = f"no first line within {timing.handshake:g} s"
             self.fail(ProtocolError("handshake_timeout", why))
 
     # ---------------------------------------------------------------- running
 
-    async def serve(self, on_frame: FrameHandler, nursery: trio.Nursery) -> None:
+    async def serve(self, nursery: trio.Nursery) -> None:
         """Read until the connection ends, then flush and close the stream.
 
         A writer task, when needed, runs in ``nursery``. Never raises for
-        anything the remote does; ``close_reason`` says why it ended.
+        anything the remote does; :attr:`closing` says why it ended.
         """
         self._nursery = nursery
         try:
             with self._reader_scope:
-                await self._read_loop(on_frame)
-            if not self.close_reason:
-                self.finish("closed")
+                await self._read_loop()
+            if self.closing is None:
+                self.finish(Closing(Reason.CLOSED))
             # Flush what is queued and the last word, within the grace period.
             with trio.move_on_after(self.timing.grace):
                 if not self.outbox.busy:
@@ -392,7 +238,7 @@ class Connection:
                 await self.stream.aclose()
             self.closed.set()  # (made now if nobody waited: later waiters return)
 
-    async def _read_loop(self, on_frame: FrameHandler) -> None:
+    async def _read_loop(self) -> None:
         """Read and dispatch until the remote ends, breaks the rules or stalls.
 
         On a socket this reads with ``os.read`` and ``wait_readable``
@@ -419,14 +265,14 @@ class Connection:
                     await trio.lowlevel.checkpoint()
                     data = got
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self.finish(f"connection reset ({exc.__class__.__name__})")
+                self.finish(_reset(exc))
                 return
             self.heard_at = trio.current_time()
             frames = decoder.feed(data) if data else decoder.close()
             for frame in frames:
-                if self.close_reason:
+                if self.closing is not None:
                     return
-                pause = on_frame(self, frame)
+                pause = self.on_frame(frame)
                 if pause > 0:
                     # Flood control: stop reading for a while; TCP pushes
                     # back on the sender (trio back-pressure, no buffering).
@@ -437,7 +283,7 @@ class Connection:
                 self.fail(decoder.error)
                 return
             if not data:
-                self.finish(CLOSED_BY_REMOTE)
+                self.finish(Closing(Reason.CLOSED_BY_REMOTE))
                 return
 
     def _start_writer(self) -> None:
@@ -463,16 +309,20 @@ class Connection:
                     final, self._final = self._final, b""
                     await self.stream.send_all(final)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            if not self.close_reason:
-                self.finish(f"connection reset ({exc.__class__.__name__})")
+            if self.closing is None:
+                self.finish(_reset(exc))
         except Exception:
             # A bug of ours must not take the node down with this connection.
             log.exception("internal error writing to %r", self)
-            self.abort("internal error")
+            self.abort(Closing(Reason.INTERNAL))
         finally:
             self.writing_since = None
             outbox.busy = False
             flushed.set()
+
+
+def _reset(exc: BaseException) -> Closing:
+    return Closing(Reason.RESET, f"connection reset ({exc.__class__.__name__})")
 
 
 def _read_or_none(fd: int) -> bytes | None:

@@ -4,21 +4,23 @@ Addresses from the command line are retried with exponential back-off
 (1 s doubling to 30 s) for as long as the node runs, with one warning per
 failure streak, and re-dialled when their link drops. Addresses learned by
 peer exchange get a few tries and are then forgotten (§7).
+
+Like trio's ``serve_listeners``, the dialler knows nothing of the node: it
+is given a way to open a stream and a way to serve one (after httpcore's
+network backends), so its back-off is tested on memory streams.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import trio
 
-from chat.connection import DUPLICATE
-from chat.protocol import join_addr
-
-if TYPE_CHECKING:
-    from chat.node import Node
+from chat.addr import join_addr
+from chat.lifecycle import Closing, Reason
 
 log = logging.getLogger("chat")
 
@@ -27,24 +29,62 @@ BACKOFF_MAX = 30.0
 LEARNED_TRIES = 3  # dials of an address learned by peer exchange (§7)
 
 
+@dataclass(frozen=True, slots=True)
+class LinkEnd:
+    """How a dialled connection ended, as far as the dialler cares."""
+
+    node: str  # the remote's node id; "" if it never said hello
+    name: str  # its name, or its address
+    established: bool  # its handshake completed
+    closing: Closing
+
+
+OpenStream = Callable[[str, int], Awaitable[trio.abc.Stream]]
+# Serve a dialled stream until it closes; call the second argument once its
+# handshake completes.
+Serve = Callable[[trio.abc.Stream, Callable[[], None]], Awaitable[LinkEnd]]
+
+
+async def _open_tcp(host: str, port: int) -> trio.abc.Stream:
+    return await trio.open_tcp_stream(host, port)
+
+
 class Dialler:
     """The dialling tasks of one node, and what they are dialling."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        serve: Serve,
+        wait_unlinked: Callable[[str], Awaitable[None]],
+        *,
+        timeout: float,
+        open_stream: OpenStream = _open_tcp,
+    ) -> None:
+        self._serve = serve
+        self._wait_unlinked = wait_unlinked
+        self._open = open_stream
+        self.timeout = timeout  # for connecting, as for a handshake (§3)
+        self._nursery: trio.Nursery | None = None
+        self._queued: list[tuple[str, int, bool, str]] = []  # asked for before start
         self._addresses: set[tuple[str, int]] = set()
         self._nodes: set[str] = set()  # node ids expected at learned addresses
         self._unsettled = 0  # command-line dials without an outcome yet
+        self._settle = trio.Event()
 
     @property
     def learned(self) -> int:
         """Dials under way to nodes learned by peer exchange."""
         return len(self._nodes)
 
-    def connect(
-        self, nursery: trio.Nursery, host: str, port: int, *, persistent: bool, expect: str
-    ) -> bool:
-        """Start dialling ``host:port`` in ``nursery``; False if already dialling it."""
+    def start(self, nursery: trio.Nursery) -> None:
+        """Dial from now on in ``nursery``, beginning with what was asked before."""
+        self._nursery = nursery
+        for args in self._queued:
+            nursery.start_soon(self._dial, *args)
+        self._queued.clear()
+
+    def connect(self, host: str, port: int, *, persistent: bool, expect: str = "") -> bool:
+        """Start dialling ``host:port``; False if already dialling it."""
         if (host, port) in self._addresses or expect in self._nodes:
             return False
         self._addresses.add((host, port))
@@ -52,7 +92,10 @@ class Dialler:
             self._nodes.add(expect)
         if persistent:
             self._unsettled += 1
-        nursery.start_soon(self._dial, host, port, persistent, expect)
+        if self._nursery is None:
+            self._queued.append((host, port, persistent, expect))
+        else:
+            self._nursery.start_soon(self._dial, host, port, persistent, expect)
         return True
 
     async def settled(self) -> None:
@@ -63,34 +106,38 @@ class Dialler:
         out with the catch-up instead of nowhere.
         """
         while self._unsettled:
-            await self.node.links_changed()
+            await self._settle.wait()
 
     def _settle_one(self) -> None:
         self._unsettled -= 1
-        self.node._notify_links()
+        self._settle.set()
+        self._settle = trio.Event()
 
     async def _dial(self, host: str, port: int, persistent: bool, expect: str) -> None:
-        node = self.node
         where = join_addr(host, port)
         delay = BACKOFF_FIRST
         failures = 0
         last_node = ""
         unsettled = persistent  # this address counts for settled()
+
+        def settle() -> None:
+            nonlocal unsettled
+            if unsettled:
+                unsettled = False
+                self._settle_one()
+
         try:
             while True:
-                if last_node and (link := node.links.get(last_node)):
+                if last_node:
                     # Linked to that node over another connection: re-dial
                     # only once that one is gone.
-                    await link.conn.closed.wait()
-                    continue
+                    await self._wait_unlinked(last_node)
                 try:
-                    with trio.fail_after(node.config.timing.handshake):
-                        stream = await trio.open_tcp_stream(host, port)
+                    with trio.fail_after(self.timeout):
+                        stream = await self._open(host, port)
                 except (OSError, trio.TooSlowError) as exc:
                     failures += 1
-                    if unsettled:
-                        unsettled = False
-                        self._settle_one()
+                    settle()
                     if not persistent and failures >= LEARNED_TRIES:
                         log.info("giving up on %s (learned from a peer): %s", where, why(exc))
                         return
@@ -107,26 +154,20 @@ class Dialler:
                 if failures and persistent:
                     log.info("reached %s after %d failed tries", where, failures)
                 failures = 0
-                link = node.dial_stream(stream)
-                while unsettled and not link.active and link.conn in node.sessions:
-                    await node.links_changed()
-                if unsettled:
-                    unsettled = False
-                    self._settle_one()
-                await link.conn.closed.wait()
-                if link.node == node.id:
+                end = await self._serve(stream, settle)
+                settle()
+                if end.closing.reason is Reason.ITSELF:
                     log.info("%s is this node itself: not dialling it again", where)
                     return
-                last_node = link.node
+                last_node = end.node
                 if not persistent:
                     return
-                if link.conn.established and link.conn.close_reason != DUPLICATE:
-                    log.info("re-dialling %s (%s) in %g s", link.name, where, BACKOFF_FIRST)
+                if end.established and end.closing.reason is not Reason.DUPLICATE:
+                    log.info("re-dialling %s (%s) in %g s", end.name, where, BACKOFF_FIRST)
                 delay = BACKOFF_FIRST
                 await trio.sleep(delay)
         finally:
-            if unsettled:
-                self._settle_one()
+            settle()
             self._addresses.discard((host, port))
             self._nodes.discard(expect)
 

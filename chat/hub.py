@@ -18,9 +18,12 @@ import os
 import time
 from typing import TextIO
 
-from chat.node import Link, Role
+from chat.lifecycle import Closing, Reason
+from chat.link import Link
 from chat.protocol import Error, Event, Peers
 from chat.render import safe
+from chat.role import Role
+from chat.textclient import TextSession
 
 log = logging.getLogger("chat")
 
@@ -78,31 +81,42 @@ class HubRole(Role):
         self.quiet = quiet
 
     def _active(self) -> int:
-        return sum(1 for link in self.node.sessions.values() if link.active or link.client)
+        return len(self.node.neighbours) + len(self.node.audience)
 
     def link_up(self, link: Link, replacing: Link | None = None) -> None:
         if replacing is not None:
             return  # the same neighbour over its surviving connection
-        kind = "" if link.client or not link.hello or link.hello.role == "peer" else " [hub]"
-        _event("NEW CONNECTION", "%s%s (%s)", safe(link.name), kind, link.where)
+        kind = "" if not link.hello or link.hello.role == "peer" else " [hub]"
+        self._connected(link.name, kind, link.where)
+
+    def client_up(self, session: TextSession) -> None:
+        self._connected(session.name, "", session.where)
+
+    def _connected(self, name: str, kind: str, where: str) -> None:
+        _event("NEW CONNECTION", "%s%s (%s)", safe(name), kind, where)
         _event("ACTIVE CONNECTIONS", "%d", self._active())
 
     def link_down(self, link: Link, lost: bool) -> None:
+        self._disconnected(link.name, lost, link.conn.closing)
+
+    def client_down(self, session: TextSession, lost: bool) -> None:
+        self._disconnected(session.name, lost, session.conn.closing)
+
+    def _disconnected(self, name: str, lost: bool, closing: Closing | None) -> None:
         if self.node.stopping:
             return
-        reason = link.conn.close_reason
-        if reason.startswith("protocol error"):
-            why = reason
+        if closing is not None and closing.reason is Reason.PROTOCOL_ERROR:
+            why = str(closing)
         elif lost:
-            why = f"connection lost: {reason}"
+            why = f"connection lost: {closing}"
         else:
             why = "left"
-        _event("DISCONNECTED", "%s (%s)", safe(link.name), why)
+        _event("DISCONNECTED", "%s (%s)", safe(name), why)
         _event("ACTIVE CONNECTIONS", "%d", self._active())
 
     def link_failed(self, link: Link) -> None:
         if not self.node.stopping:
-            _event("ERROR", "%s: %s", link.where, link.conn.close_reason)
+            _event("ERROR", "%s: %s", link.where, link.conn.closing)
 
     def on_peers(self, link: Link, frame: Peers) -> None:
         """A hub dials only the links its operator configures (§7)."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from chat.node import Link, Node, Role
-from chat.protocol import Event, PeerInfo, Peers, split_addr
+from chat.addr import split_addr
+from chat.link import Link
+from chat.protocol import Event, PeerInfo, Peers
+from chat.role import NodeView, Role
+from chat.textclient import TextSession
 
 log = logging.getLogger("chat")
 
@@ -19,7 +22,7 @@ class PeerRole(Role):
     def __init__(self) -> None:
         self.via: dict[str, str] = {}  # origin -> name of the link it last came over
 
-    def attach(self, node: Node) -> None:
+    def attach(self, node: NodeView) -> None:
         super().attach(node)
         self.degree = node.config.degree
 
@@ -27,7 +30,7 @@ class PeerRole(Role):
 
     def _neighbours(self) -> list[tuple[Link, PeerInfo]]:
         out = []
-        for link in self.node.links.values():
+        for link in self.node.neighbours.values():
             addr = link.addr
             if link.is_peer and addr is not None:
                 out.append((link, PeerInfo(link.node, link.name, addr)))
@@ -43,12 +46,12 @@ class PeerRole(Role):
                 )
 
     def peer_count(self) -> int:
-        return sum(1 for link in self.node.links.values() if link.is_peer)
+        return sum(1 for link in self.node.neighbours.values() if link.is_peer)
 
     def on_peers(self, link: Link, frame: Peers) -> None:
         node = self.node
         for info in frame.peers:
-            if info.node == node.id or info.node in node.links:
+            if info.node == node.id or info.node in node.neighbours:
                 continue
             if self.peer_count() + node.learned_dialling >= self.degree:
                 return
@@ -59,9 +62,6 @@ class PeerRole(Role):
     # ------------------------------------------------------------ lifecycle
 
     def link_up(self, link: Link, replacing: Link | None = None) -> None:
-        if link.client is not None:
-            log.info("plain-text client %s connected from %s", link.name, link.where)
-            return
         hello = link.hello
         assert hello is not None
         if replacing is None:
@@ -70,16 +70,19 @@ class PeerRole(Role):
         if link.is_peer:
             self._advertise([link])  # right after the handshake (§7)
             if link.addr is not None and replacing is None:  # a new neighbour
-                self._advertise(other for other in self.node.links.values() if other is not link)
+                neighbours = self.node.neighbours.values()
+                self._advertise(other for other in neighbours if other is not link)
 
     def link_down(self, link: Link, lost: bool) -> None:
         if self.node.stopping:
             return
         how = "lost" if lost else "closed"
-        reason = link.conn.close_reason
-        log.info("connection to %s %s (%s)", link.name, how, reason)
+        log.info("connection to %s %s (%s)", link.name, how, link.conn.closing)
         if link.is_peer and link.addr is not None:
-            self._advertise(self.node.links.values())
+            self._advertise(self.node.neighbours.values())
+
+    def client_up(self, session: TextSession) -> None:
+        log.info("plain-text client %s connected from %s", session.name, session.where)
 
     def on_event(self, link: Link | None, event: Event) -> None:
         self.via[event.origin] = link.name if link else ""

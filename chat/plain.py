@@ -16,7 +16,7 @@ from typing import TextIO
 import trio
 
 from chat import render
-from chat.state import Entry
+from chat.members import Entry
 
 
 class Transcript:

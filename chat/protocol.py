@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
+
+from chat.addr import split_addr
 
 PROTO: Final = 1
 MAX_FRAME: Final = 65536  # bytes of one frame, newline included (§1)
@@ -148,13 +150,6 @@ class TextLine:
 
 
 Frame: TypeAlias = Hello | Event | Peers | Ping | Pong | Error | Unknown | Duplicate
-
-# The head of an event as trio-chat encodes it (make_event): enough to
-# recognise a duplicate without parsing the JSON.
-_EVENT_HEAD = re.compile(
-    rb'\{"type":"(?:join|msg|nick|leave|lost)","origin":"([0-9a-f]{32})","seq":([1-9][0-9]{0,17}),'
-)
-
 
 # --------------------------------------------------------------------------
 # Validation helpers, shared by the decoder and by local input checks.
@@ -419,121 +414,3 @@ def make_event(
     """A new event with its wire bytes, encoded once here (§5)."""
     event = Event(kind, origin, seq, ts, name, text, node)
     return Event(kind, origin, seq, ts, name, text, node, _dumps(event.fields()))
-
-
-# --------------------------------------------------------------------------
-# Addresses
-
-
-def split_addr(addr: str) -> tuple[str, int] | None:
-    """``"host:port"`` or ``"[v6]:port"`` as (host, port), or None if malformed."""
-    host, sep, port_text = addr.rpartition(":")
-    # isdigit alone admits "²" and Arabic-Indic digits, which int() refuses or misreads.
-    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
-        return None
-    if len(port_text) > 5:
-        return None
-    port = int(port_text)
-    if not 0 < port < 65536:
-        return None
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        return None  # an IPv6 host needs brackets
-    if not host or any(c.isspace() for c in host):
-        return None
-    return host, port
-
-
-def join_addr(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-# --------------------------------------------------------------------------
-# The line decoder
-
-
-class Decoder:
-    """Splits a byte stream into frames (§1), or into text lines (§9).
-
-    ``feed(data)`` returns every frame completed by ``data``; an incomplete
-    line is kept (never more than ``MAX_FRAME`` bytes of it). The first line
-    decides the mode for good: one that does not begin with ``{`` makes this
-    a plain-text connection whose lines come out as :class:`TextLine`.
-
-    When the remote breaks the rules, ``feed`` still returns the good frames
-    that came before the fault (nothing valid is lost) and sets ``error``;
-    from then on it returns nothing, as the connection is to be closed.
-    """
-
-    __slots__ = ("_buf", "_max", "_seen", "error", "plain_text")
-
-    def __init__(
-        self, max_frame: int = MAX_FRAME, seen: Callable[[str, int], bool] | None = None
-    ) -> None:
-        self._max = max_frame
-        # In a full mesh every event arrives once per neighbour: with
-        # ``seen``, a copy already seen is answered as Duplicate without
-        # parsing (its validity no longer matters: it is dropped anyway).
-        self._seen = seen
-        self._buf = b""
-        self.plain_text: bool | None = None  # None until the first line
-        self.error: ProtocolError | None = None
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held of an incomplete line."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[Frame | TextLine]:
-        if self.error:
-            return []
-        buf = self._buf + data if self._buf else data
-        out: list[Frame | TextLine] = []
-        start = 0
-        # bytes.find does the scanning in C; Python only touches whole lines.
-        while (end := buf.find(b"\n", start)) >= 0:
-            line = buf[start : end + 1]
-            start = end + 1
-            if len(line) > self._max:
-                return self._fail("a frame is at most {} bytes with its newline", out)
-            try:
-                out.append(self._line(line))
-            except ProtocolError as exc:
-                self.error = exc
-                self._buf = b""
-                return out
-        rest = buf[start:]
-        if len(rest) > self._max:
-            return self._fail("more than {} bytes arrived without a newline", out)
-        self._buf = rest
-        return out
-
-    def close(self) -> list[Frame | TextLine]:
-        """End of input: a plain-text client's last line counts without newline."""
-        if self.error or not self._buf:
-            return []
-        if self.plain_text or (self.plain_text is None and not self._buf.startswith(b"{")):
-            return self.feed(b"\n")
-        return []  # an unfinished JSON frame is nothing
-
-    def _line(self, line: bytes) -> Frame | TextLine:
-        if self.plain_text is None:
-            self.plain_text = not line.startswith(b"{")
-        if not self.plain_text:
-            if self._seen is not None and (head := _EVENT_HEAD.match(line)):
-                origin, seq = head[1].decode(), int(head[2])
-                if self._seen(origin, seq):
-                    return Duplicate(origin, seq)
-            return parse_frame(line)
-        body = line[:-1]
-        if body.endswith(b"\r"):
-            body = body[:-1]
-        # A person's terminal may not speak UTF-8: show what we can rather
-        # than cut them off.
-        return TextLine(body.decode("utf-8", errors="replace"))
-
-    def _fail(self, why: str, out: list[Frame | TextLine]) -> list[Frame | TextLine]:
-        self.error = ProtocolError("frame_too_long", why.format(self._max))
-        self._buf = b""
-        return out

@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from chat.state import Entry
+from chat.members import Entry
 
 _UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 

@@ -1,4 +1,4 @@
-"""Pure state of a node: order per origin, history, membership (no I/O).
+"""Pure state of a node: order per origin and history (no I/O).
 
 Everything here is plain Python driven by the node; time is passed in as a
 number, so the rules are unit-tested without trio. § refers to
@@ -7,7 +7,7 @@ number, so the rules are unit-tested without trio. § refers to
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -175,188 +175,13 @@ class History:
     def get(self, key: tuple[str, int]) -> Event | None:
         return self._by_key.get(key)
 
+    def raw(self, key: tuple[str, int]) -> bytes | None:
+        """The wire bytes of the event ``key``, if it is still held."""
+        event = self._by_key.get(key)
+        return event.raw if event is not None else None
+
     def missing_for(self, have: Mapping[str, int], skip_origin: str = "") -> Iterator[Event]:
         """Events the holder of ``have`` lacks, oldest first (§3, §6)."""
         for event in self._events:
             if event.seq > have.get(event.origin, 0) and event.origin != skip_origin:
                 yield event
-
-
-# --------------------------------------------------------------------------
-# Membership: who is in the group, as a person sees it.
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One line of the chat as shown to a person, before formatting."""
-
-    kind: str  # an event kind, or "gap"
-    ts: float
-    who: str  # the display name of whom the line is about
-    text: str = ""  # msg: the text; nick: the new name
-    missed: int = 0  # gap only
-    history: bool = False
-    event: Event | None = None  # the protocol event (None for a gap)
-    origin: str = ""
-
-
-@dataclass(slots=True)
-class Member:
-    node: str
-    name: str
-    present: bool = True
-
-
-class Membership:
-    """Names and presence of the origins heard of; decides what is shown.
-
-    A departure (``leave`` or any number of ``lost`` reports) is shown once;
-    a departed node heard from again is present again (§4).
-    """
-
-    def __init__(self, max_members: int = 100_000) -> None:
-        self.max_members = max_members
-        self._members: OrderedDict[str, Member] = OrderedDict()
-        # How many present members bear each name: collisions in O(1), not
-        # a scan of every member per line shown (a hub may know thousands).
-        self._names: Counter[str] = Counter()
-
-    def get(self, node: str) -> Member | None:
-        return self._members.get(node)
-
-    def present(self) -> list[Member]:
-        return [m for m in self._members.values() if m.present]
-
-    def display_name(self, node: str) -> str:
-        """``name``, or ``name#abcd`` when another present node shares it (§2)."""
-        member = self._members.get(node)
-        if member is None:
-            return node[:8]
-        if self._names[member.name] > member.present:
-            return f"{member.name}#{node[:4]}"
-        return member.name
-
-    def apply(self, delivery: Delivery, history: bool) -> Entry | None:
-        """Update membership with a delivered event; the line to show, if any."""
-        if isinstance(delivery, Gap):
-            return Entry(
-                "gap",
-                delivery.ts,
-                self.display_name(delivery.origin)
-                if delivery.origin in self._members
-                else delivery.name,
-                missed=delivery.missed,
-                history=history,
-                origin=delivery.origin,
-            )
-        event = delivery
-        member = self._members.get(event.origin)
-        if event.kind == "lost":
-            # About another node; the origin is only the one reporting it.
-            self._heard(event.origin, event.name)
-            return self._depart(event.node, event, history)
-        if event.kind == "nick":
-            old = self.display_name(event.origin) if member else event.name
-            self._heard(event.origin, event.name)
-            if old == event.name:
-                return None
-            return self._entry(event, history, old, text=event.name)
-        if event.kind == "leave":
-            self._heard(event.origin, event.name, present=member is None or member.present)
-            return self._depart(event.origin, event, history)
-        self._heard(event.origin, event.name)
-        return self._entry(event, history, self.display_name(event.origin), text=event.text)
-
-    def _depart(self, node: str, event: Event, history: bool) -> Entry | None:
-        member = self._members.get(node)
-        if member is None or not member.present:
-            return None
-        who = self.display_name(node)
-        self._set(member, member.name, present=False)
-        return self._entry(event, history, who)
-
-    def _heard(self, node: str, name: str, present: bool = True) -> None:
-        member = self._members.get(node)
-        if member is None:
-            member = self._members[node] = Member(node, name, present=False)
-            while len(self._members) > self.max_members:
-                _, forgotten = self._members.popitem(last=False)
-                self._set(forgotten, forgotten.name, present=False)
-        else:
-            self._members.move_to_end(node)
-        self._set(member, name, member.present or present)
-
-    def _set(self, member: Member, name: str, present: bool) -> None:
-        if member.present:
-            self._names[member.name] -= 1
-        member.name, member.present = name, present
-        if present:
-            self._names[name] += 1
-
-    @staticmethod
-    def _entry(event: Event, history: bool, who: str, text: str = "") -> Entry:
-        return Entry(
-            event.kind, event.ts, who, text, history=history, event=event, origin=event.origin
-        )
-
-
-# --------------------------------------------------------------------------
-# Flood control
-
-
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; rate 0 is no limit."""
-
-    __slots__ = ("burst", "last", "rate", "tokens")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = max(burst, 1.0)
-        self.tokens = self.burst
-        self.last: float | None = None
-
-    def take(self, now: float) -> float:
-        """Spend one token; the seconds to wait before the next may be spent."""
-        if self.rate <= 0:
-            return 0.0
-        if self.last is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        self.tokens -= 1.0
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-
-
-class FloodControl:
-    """Per-connection budgets, as IRC servers keep them.
-
-    Events the connected node originates itself (and a plain-text client's
-    lines) draw on the ``own`` bucket; forwarded traffic on the much larger
-    ``link`` bucket. ``charge`` answers how long to stop reading; a
-    connection that has had to wait on every frame for ``patience`` seconds
-    is ``exceeded`` and is to be cut off.
-    """
-
-    __slots__ = ("link", "over_since", "own", "patience")
-
-    def __init__(
-        self,
-        own_rate: float = 20.0,
-        own_burst: float = 50.0,
-        link_rate: float = 5000.0,
-        patience: float = 10.0,
-    ) -> None:
-        self.own = TokenBucket(own_rate, own_burst)
-        self.link = TokenBucket(link_rate, link_rate)
-        self.patience = patience
-        self.over_since: float | None = None
-
-    def charge(self, own: bool, now: float) -> float:
-        wait = (self.own if own else self.link).take(now)
-        if not wait:
-            self.over_since = None
-        elif self.over_since is None:
-            self.over_since = now
-        return wait
-
-    def exceeded(self, now: float) -> bool:
-        return self.over_since is not None and now - self.over_since >= self.patience

@@ -35,9 +35,9 @@ from prompt_toolkit.styles import Style
 from prompt_toolkit.utils import is_dumb_terminal
 from prompt_toolkit.validation import ValidationError, Validator
 
+from chat.members import Entry
 from chat.protocol import MAX_TEXT, name_problem
 from chat.render import clock, describe, safe
-from chat.state import Entry
 
 # Colours that read on dark and light backgrounds alike; a name keeps its
 # colour for the whole session and across sessions (crc32, not hash()).

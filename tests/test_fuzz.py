@@ -38,12 +38,14 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import HOST
+from harness import NodeHandle, start_node
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from stress import Client, NodeHandle, start_node
+from wire import HOST
+from wire import WireClient as Client
 
-from chat.node import Config
+from chat.addr import split_addr
+from chat.config import Config
 from chat.protocol import (
     EVENT_TYPES,
     MAX_FRAME,
@@ -56,7 +58,6 @@ from chat.protocol import (
     Pong,
     encode,
     is_node_id,
-    split_addr,
 )
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
@@ -668,7 +669,7 @@ class Fuzz:
 
     async def run_case(self, case: Case) -> None:
         node = self.handle.node
-        opened = len(node.opened)  # connections from here on are this case's
+        honest = set(node.connections)  # alice's and bob's: the rest are this case's
         self.examples += 1
         rendered = case.render(self.handle.port, lambda o, n: not node.sequencer.is_new(o, n))
         try:
@@ -685,19 +686,17 @@ class Fuzz:
                     await run_raw_case(self.handle.port, rendered)
                     self.seen["raw"] += 1
                 # Every connection of this case is closed at the node, too.
-                await self.handle.until(
-                    lambda: all(c.conn not in node.sessions for c in node.opened[opened:])
-                )
+                await self.handle.until(lambda: set(node.connections) == honest)
         except (AssertionError, trio.TooSlowError) as exc:
             # What the node made of it, for the report hypothesis prints.
-            mine = node.opened[opened:]
-            links = [(c.conn.close_reason or "open", c.conn.decoder.buffered) for c in mine]
+            mine = [c for c in node.connections if c not in honest]
+            links = [(str(c.closing or "open"), c.decoder.buffered) for c in mine]
             raise AssertionError(
                 f"{exc!r}\nexpected {sorted(rendered.outcomes) or 'the node to close'};"
                 f" node's connections (close reason, bytes buffered): {links};"
                 f" payload {len(rendered.payload)} bytes: {rendered.payload[:600]!r}"
             ) from exc
-        node.forget()  # a long run must not keep every closed connection
+        self.handle.forget()  # a long run must not keep every closed connection
         if self.examples % HONEST_EVERY == 0:
             await self.honest_round()
 

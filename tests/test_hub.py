@@ -2,7 +2,7 @@
 
 Peers are real ``trio-chat peer`` subprocesses (see :mod:`procs`), netcat is
 the real ``nc``, and where many clients are needed they are in-test protocol
-clients (:mod:`hubclient`). Everything listens on 127.0.0.1 with port 0; the
+clients (:mod:`wire`). Everything listens on 127.0.0.1 with port 0; the
 one exception is the hub restarted on the port its first run reported.
 Tests wait on output lines, frames and process exits, never on sleeps, and
 every test has a ``fail_after`` deadline. § refers to docs/PROTOCOL.md.
@@ -22,7 +22,6 @@ from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 import trio
-from hubclient import HubClient, summary
 from procs import (
     CLOCK,
     PYTHON_M,
@@ -37,6 +36,7 @@ from procs import (
     process_group,
     said,
 )
+from wire import WireClient, summary
 
 from chat.hub import HubFormatter, wants_colour
 from chat.protocol import Error, Event, Hello, Peers
@@ -217,9 +217,9 @@ async def test_one_hub_five_peers_every_message_once_and_the_server_log() -> Non
         bait.setblocking(False)
         async with watched_group() as group, trio.open_nursery() as readers:
             hub = await start_hub(group)
-            watcher = await HubClient.connect(hub.port, "watcher", listen=bait.getsockname()[1])
+            watcher = await WireClient.connect(hub.port, "watcher")
             readers.start_soon(watcher.read_all)
-            hello = await watcher.handshake()
+            hello = await watcher.handshake(listen=bait.getsockname()[1])
             assert (hello.role, hello.name, hello.listen) == ("hub", "hub", hub.port), hello
             line = await hub.wait_stderr(new_connection("watcher"))
             assert active(1).match(await wait_next_line(hub, line)), hub.describe()
@@ -244,7 +244,7 @@ async def test_one_hub_five_peers_every_message_once_and_the_server_log() -> Non
                     for text in texts:
                         await proc.wait_stdout(said(name, text))
             total = len(names) * rounds
-            await watcher.wait_until(lambda: len(watcher.msgs()) >= total)
+            await watcher.until(lambda: len(watcher.events("msg")) >= total)
             before_leaving = len(hub.stderr)
 
             await leave_by_eof(*peers)
@@ -274,14 +274,14 @@ async def test_one_hub_five_peers_every_message_once_and_the_server_log() -> Non
         assert all(isinstance(frame, Event) for frame in frames[1:-1]), summary(frames)
         assert isinstance(frames[-1], Error), summary(frames)
         assert frames[-1].code == "shutting_down", frames[-1]
-        by_name = {event.origin: event.name for event in watcher.events}
+        by_name = {event.origin: event.name for event in watcher.events()}
         assert_in_order_once(
-            watcher.events,
+            watcher.events(),
             {origin: sent[name] for origin, name in by_name.items() if name in sent},
             "watcher",
         )
         for name in names:
-            joins = [e for e in watcher.events if e.kind == "join" and e.name == name]
+            joins = [e for e in watcher.events() if e.kind == "join" and e.name == name]
             assert len(joins) == 1, summary(frames)
 
         # The server log, line by line.
@@ -336,10 +336,10 @@ async def test_hub_fans_out_every_message_to_200_clients() -> None:
     with open_files_allowed(4 * clients_wanted + 256), trio.fail_after(45):
         async with watched_group() as group, trio.open_nursery() as readers:
             hub = await start_hub(group, "--quiet")
-            clients: list[HubClient] = []
+            clients: list[WireClient] = []
 
             async def connect(index: int) -> None:
-                client = await HubClient.connect(hub.port, f"c{index}")
+                client = await WireClient.connect(hub.port, f"c{index}")
                 readers.start_soon(client.read_all)
                 await client.handshake()
                 clients.append(client)
@@ -352,7 +352,7 @@ async def test_hub_fans_out_every_message_to_200_clients() -> None:
             senders = clients[:senders_wanted]
             sent: dict[str, list[str]] = {client.id: [] for client in senders}
 
-            async def speak(client: HubClient) -> None:
+            async def speak(client: WireClient) -> None:
                 await client.join()
                 for number in range(per_sender):
                     text = f"{client.name} message {number}"
@@ -363,12 +363,12 @@ async def test_hub_fans_out_every_message_to_200_clients() -> None:
                 for client in senders:
                     speaking.start_soon(speak, client)
 
-            def expected_for(client: HubClient) -> dict[str, list[str]]:
+            def expected_for(client: WireClient) -> dict[str, list[str]]:
                 return {origin: texts for origin, texts in sent.items() if origin != client.id}
 
-            async def receive_all(client: HubClient) -> None:
+            async def receive_all(client: WireClient) -> None:
                 want = sum(map(len, expected_for(client).values()))
-                await client.wait_until(lambda: len(client.msgs()) >= want)
+                await client.until(lambda: len(client.events("msg")) >= want)
 
             async with trio.open_nursery() as receiving:
                 for client in clients:
@@ -381,14 +381,14 @@ async def test_hub_fans_out_every_message_to_200_clients() -> None:
                 await client.aclose()
 
         for client in clients:
-            events = client.events
+            events = client.events()
             assert_in_order_once(events, expected_for(client), client.name)
             for sender in senders:
                 if sender is not client:
                     first = next(e for e in events if e.origin == sender.id)
                     assert first.kind == "join", (client.name, summary(client.frames))
             assert not any(isinstance(f, Peers) for f in client.frames), client.name
-            assert [e.code for e in client.errors()] == ["shutting_down"], client.name
+            assert client.errors() == ["shutting_down"], client.name
         assert (
             hub.stderr.count(logged("NEW CONNECTION", r"c\d+ \(127\.0\.0\.1:\d+\)"))
             == clients_wanted
@@ -547,7 +547,7 @@ async def test_hub_exits_0_on_sigint_and_sigterm_telling_clients_shutting_down()
                 signal.SIGINT: await start_hub(group, command=SCRIPT, name="by-sigint"),
                 signal.SIGTERM: await start_hub(group, command=SCRIPT, name="by-sigterm"),
             }
-            clients: dict[signal.Signals, list[HubClient]] = {}
+            clients: dict[signal.Signals, list[WireClient]] = {}
             hellos: dict[signal.Signals, Hello] = {}
             netcats: dict[signal.Signals, ChatProcess] = {}
             for sig, hub in hubs.items():
@@ -558,7 +558,7 @@ async def test_hub_exits_0_on_sigint_and_sigterm_telling_clients_shutting_down()
                 await nc.wait_stdout(joined("typist", history=False))
                 clients[sig] = []
                 for name in ("one", "two"):
-                    client = await HubClient.connect(hub.port, name)
+                    client = await WireClient.connect(hub.port, name)
                     readers.start_soon(client.read_all)
                     hellos[sig] = await client.handshake()
                     clients[sig].append(client)
@@ -631,8 +631,8 @@ async def test_quiet_drops_received_lines_but_keeps_connection_lines() -> None:
             loud = await start_hub(group, name="loud")
             quiet = await start_hub(group, "--quiet", name="quiet")
             for hub in (loud, quiet):
-                talker = await HubClient.connect(hub.port, "talker")
-                listener = await HubClient.connect(hub.port, "listener")
+                talker = await WireClient.connect(hub.port, "talker")
+                listener = await WireClient.connect(hub.port, "listener")
                 for client in (talker, listener):
                     readers.start_soon(client.read_all)
                     await client.handshake()

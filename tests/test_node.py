@@ -2,7 +2,7 @@
 
 Every test runs real :class:`~chat.node.Node` objects on 127.0.0.1, port 0,
 inside the test's nursery, and talks to them as other nodes do or byte by
-byte through :class:`helpers.RawClient`. Waiting is on the thing itself (an
+byte through :class:`wire.WireClient`. Waiting is on the thing itself (an
 entry shown, a link up, a frame read, EOF); timers are checked either with
 ``autojump_clock`` at their protocol values or with short :class:`Timing`
 values. § refers to docs/PROTOCOL.md.
@@ -11,14 +11,17 @@ values. § refers to docs/PROTOCOL.md.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import trio
 import trio.testing
-from helpers import HOST, Group, PeerHandle, RawClient, frame_types, new_id, settle
+from harness import Group, NodeHandle, settle
+from wire import HOST, WireClient, new_id, summary
 
-from chat.connection import Timing
+from chat.config import Timing
+from chat.lifecycle import Closing, Reason
+from chat.members import Entry
 from chat.protocol import (
     MAX_FRAME,
     Error,
@@ -30,24 +33,12 @@ from chat.protocol import (
     Pong,
     encode,
 )
-from chat.state import Entry
 
 # --------------------------------------------------------------------------
 # Small test-local helpers
 
 
-@pytest.fixture
-async def group() -> AsyncIterator[Group]:
-    """Peers for one test; they leave (Node.stop) when it ends."""
-    async with trio.open_nursery() as nursery:
-        peers = Group(nursery)
-        yield peers
-        with trio.fail_after(5):
-            await peers.aclose()
-        nursery.cancel_scope.cancel()
-
-
-async def wait_texts(handle: PeerHandle, texts: list[str]) -> None:
+async def wait_texts(handle: NodeHandle, texts: list[str]) -> None:
     """Wait until ``handle`` has shown every one of ``texts``."""
     wanted = set(texts)
     await handle.until(lambda: wanted <= set(handle.texts()))
@@ -58,7 +49,7 @@ def lost_about(node_id: str) -> Callable[[Entry], bool]:
     return lambda e: e.kind == "lost" and e.event is not None and e.event.node == node_id
 
 
-async def full_mesh(group: Group, *names: str, degree: int = 8) -> list[PeerHandle]:
+async def full_mesh(group: Group, *names: str, degree: int = 8) -> list[NodeHandle]:
     """Peers that each dial the first one; peer exchange fills in the rest."""
     handles = [await group.start(name, degree=degree) for name in names]
     first, rest = handles[0], handles[1:]
@@ -72,9 +63,9 @@ async def full_mesh(group: Group, *names: str, degree: int = 8) -> list[PeerHand
 
 async def raw_peer(
     group: Group, port: int, name: str = "raw", node_id: str | None = None
-) -> RawClient:
+) -> WireClient:
     """A raw client that has completed a handshake as a peer (no listen port)."""
-    client = await group.client(port, node_id, name)
+    client = await group.client(port, name, node_id)
     await client.handshake()
     return client
 
@@ -113,8 +104,8 @@ async def test_three_peers_see_every_message_once_and_become_a_mesh(
             joins = sorted(e.origin for e in handle.entries if e.kind == "join")
             assert joins == everyone, handle.node.name
             # One connection per pair, whoever dialled whom.
-            assert len(handle.node.links) == 2
-            assert len(handle.node.sessions) == 2
+            assert len(handle.node.neighbours) == 2
+            assert len(handle.node.connections) == 2
 
 
 async def test_chain_of_degree_one_relays_in_order_once(group: Group) -> None:
@@ -137,8 +128,8 @@ async def test_chain_of_degree_one_relays_in_order_once(group: Group) -> None:
         assert c.texts() == texts
         assert all(e.origin == a.id for e in c.entries if e.kind == "msg")
         # Degree 1: peer exchange made no shortcut around B.
-        assert set(a.node.links) == {b.id}
-        assert set(c.node.links) == {b.id}
+        assert set(a.node.neighbours) == {b.id}
+        assert set(c.node.neighbours) == {b.id}
         # B forwarded A's bytes unchanged (§5).
         for seq in range(1, len(texts) + 2):
             sent = a.node.history.get((a.id, seq))
@@ -194,7 +185,7 @@ async def test_cut_groups_chat_apart_then_exchange_what_they_missed(
         await d.wait_text("before the cut")
 
         # Cut B - C: B closes its end.
-        b.node.links[c.id].conn.finish("cut by the test")
+        b.node.neighbours[c.id].conn.finish(Closing(Reason.CLOSED, "cut by the test"))
         await b.wait_unlinked(c)
         await c.wait_unlinked(b)
 
@@ -236,7 +227,7 @@ async def test_rejoined_node_is_not_shown_lost_to_itself(group: Group) -> None:
         await b.wait_text("hello b")
 
         # Cut: each reports the other lost (both knew the other was there).
-        b.node.links[a.id].conn.finish("cut by the test")
+        b.node.neighbours[a.id].conn.finish(Closing(Reason.CLOSED, "cut by the test"))
         await a.wait_entry(lost_about(b.id))
         await b.wait_entry(lost_about(a.id))
 
@@ -271,7 +262,7 @@ async def test_vanished_node_is_shown_lost_once(group: Group) -> None:
             await handle.wait_entry(lambda e: e.kind == "join" and e.origin == x)
 
         # X vanishes without a leave: one socket reset, one plainly closed.
-        await x_to_a.reset()
+        await x_to_a.abort()
         await x_to_b.aclose()
         for handle in (a, b, c):
             await handle.wait_entry(lost_about(x))
@@ -356,21 +347,21 @@ async def test_simultaneous_dial_keeps_one_connection(group: Group) -> None:
         a.dial(b)
         b.dial(a)
 
-        def settled(me: PeerHandle, other: PeerHandle) -> bool:
+        def settled(me: NodeHandle, other: NodeHandle) -> bool:
             node = me.node
             # Both connections were made (one dialled, one accepted) and
             # only one is left.
-            return len(node.opened) >= 2 and len(node.sessions) == 1 and other.id in node.links
+            return node.opened >= 2 and len(node.connections) == 1 and other.id in node.neighbours
 
         await a.until(lambda: settled(a, b))
         await b.until(lambda: settled(b, a))
         await settle()
 
-        assert len(a.node.opened) == 2
-        assert len(b.node.opened) == 2
-        assert len(a.node.sessions) == len(b.node.sessions) == 1
-        a_link = a.node.links[b.id]
-        b_link = b.node.links[a.id]
+        assert a.node.opened == 2
+        assert b.node.opened == 2
+        assert len(a.node.connections) == len(b.node.connections) == 1
+        a_link = a.node.neighbours[b.id]
+        b_link = b.node.neighbours[a.id]
         a_stream, b_stream = a_link.conn.stream, b_link.conn.stream
         assert isinstance(a_stream, trio.SocketStream)
         assert isinstance(b_stream, trio.SocketStream)
@@ -392,23 +383,23 @@ async def test_node_dialling_itself_gives_up(group: Group) -> None:
     with trio.fail_after(5):
         a = await group.start("a")
         a.dial(a)
-        await a.until(lambda: len(a.node.opened) == 2 and not a.node.sessions)
+        await a.until(lambda: a.node.opened == 2 and not a.node.connections)
         await settle()
-        assert len(a.node.opened) == 2
-        assert a.node.links == {}
+        assert a.node.opened == 2
+        assert a.node.neighbours == {}
         assert not any(e.kind == "lost" for e in a.entries)
 
 
 async def test_hello_with_own_id_is_closed_without_error(group: Group) -> None:
     with trio.fail_after(5):
         a = await group.start("a")
-        client = await group.client(a.port, a.id, "mirror")
+        client = await group.client(a.port, "mirror", a.id)
         await client.send_frame(client.hello())
         answer = await client.receive_frame()
         assert isinstance(answer, Hello)
         assert answer.node == a.id
         rest = await client.expect_eof()
-        assert rest == [], frame_types(rest)
+        assert rest == [], summary(rest)
 
 
 async def test_unsupported_protocol_gets_hello_then_error(group: Group) -> None:
@@ -424,7 +415,7 @@ async def test_unsupported_protocol_gets_hello_then_error(group: Group) -> None:
         assert isinstance(error, Error)
         assert error.code == "unsupported_protocol"
         rest = await client.expect_eof()
-        assert rest == [], frame_types(rest)
+        assert rest == [], summary(rest)
 
 
 async def test_node_answers_hello_with_its_own(group: Group) -> None:
@@ -464,7 +455,7 @@ async def test_dialler_sends_hello_first_and_gives_up_without_answer(group: Grou
         a = await group.start("a", timing=Timing(handshake=0.3))
         listener, port = await group.listener()
         a.dial(port, persistent=False)
-        far = await RawClient.accept(listener, name="mute")
+        far = await WireClient.accept(listener, "mute")
         group.clients.append(far)
         hello = await far.receive_frame()
         assert isinstance(hello, Hello)
@@ -473,9 +464,9 @@ async def test_dialler_sends_hello_first_and_gives_up_without_answer(group: Grou
         start = trio.current_time()
         # We never answer: the dialler closes, with no error frame (§3).
         rest = await far.expect_eof()
-        assert rest == [], frame_types(rest)
+        assert rest == [], summary(rest)
         assert trio.current_time() - start >= 0.25
-        assert far.id not in a.node.links
+        assert far.id not in a.node.neighbours
 
 
 @pytest.mark.parametrize("far_id", ["0" * 32, "f" * 32], ids=["far-smaller", "far-larger"])
@@ -486,25 +477,25 @@ async def test_one_link_per_pair_keeps_the_smaller_ids_dial(group: Group, far_id
         # A dials "far" (a raw node on our listener) and far dials A.
         listener, port = await group.listener()
         a.dial(port, persistent=False)
-        dialled_by_a = await RawClient.accept(listener, far_id, "far")
+        dialled_by_a = await WireClient.accept(listener, "far", far_id)
         group.clients.append(dialled_by_a)
         assert isinstance(await dialled_by_a.receive_frame(), Hello)
         await dialled_by_a.send_frame(dialled_by_a.hello(listen=port))
         await a.wait_linked(far_id)
 
-        dialled_by_far = await group.client(a.port, far_id, "far")
+        dialled_by_far = await group.client(a.port, "far", far_id)
         await dialled_by_far.handshake(listen=port)
         if far_id < a.id:
             keep, drop = dialled_by_far, dialled_by_a
         else:
             keep, drop = dialled_by_a, dialled_by_far
         dropped = await drop.expect_eof()
-        assert not any(isinstance(f, Error) for f in dropped), frame_types(dropped)
+        assert not any(isinstance(f, Error) for f in dropped), summary(dropped)
         # The kept one still works, and the switch was no departure.
         await keep.send_frame(Ping("still there"))
         assert (await keep.expect(Pong)).nonce == "still there"
-        assert far_id in a.node.links
-        assert len(a.node.sessions) == 1
+        assert far_id in a.node.neighbours
+        assert len(a.node.connections) == 1
         assert not any(e.kind == "lost" for e in a.entries)
 
 
@@ -512,14 +503,14 @@ async def test_second_connection_from_same_dialler_is_closed(group: Group) -> No
     with trio.fail_after(5):
         a = await group.start("a")
         first = await raw_peer(group, a.port, "twice")
-        second = await group.client(a.port, first.id, "twice")
+        second = await group.client(a.port, "twice", first.id)
         await second.send_frame(second.hello())
         # Both were dialled by the same node: the older one stays.
         frames = await second.expect_eof()
-        assert frame_types(frames) == ["Hello"]
+        assert summary(frames) == ["Hello"]
         await first.send_frame(Ping(1))
         assert (await first.expect(Pong)).nonce == 1
-        assert len(a.node.sessions) == 1
+        assert len(a.node.connections) == 1
 
 
 async def test_late_joiner_with_short_history_sees_no_gap(group: Group) -> None:
@@ -549,7 +540,7 @@ async def test_frame_of_exactly_max_frame_bytes_is_accepted(group: Group) -> Non
         assert len(line) == MAX_FRAME
         await client.send(line)
         await a.wait_text("padded")
-        assert client.id in a.node.links
+        assert client.id in a.node.neighbours
 
 
 async def test_stop_sends_leave_then_closes(group: Group) -> None:
@@ -562,7 +553,7 @@ async def test_stop_sends_leave_then_closes(group: Group) -> None:
         leave = await client.expect_event(lambda e: e.origin == a.id and e.kind == "leave")
         assert leave.name == "a"
         rest = await client.expect_eof()
-        assert rest == [], frame_types(rest)
+        assert rest == [], summary(rest)
         await a.finished.wait()
 
 
@@ -631,13 +622,13 @@ AFTER_HELLO = {
 }
 
 
-async def _bystander_still_chats(a: PeerHandle, bystander: RawClient, text: str) -> None:
+async def _bystander_still_chats(a: NodeHandle, bystander: WireClient, text: str) -> None:
     """The other client's link works both ways after the bad one went."""
     await bystander.say(f"{text} (bystander)")
     await a.wait_text(f"{text} (bystander)")
     a.node.say(f"{text} (node)")
     await bystander.expect_event(lambda e: e.text == f"{text} (node)")
-    assert bystander.id in a.node.links
+    assert bystander.id in a.node.neighbours
 
 
 @pytest.mark.parametrize("case", sorted(BEFORE_HELLO))
@@ -654,7 +645,7 @@ async def test_malformed_first_line(group: Group, case: str) -> None:
         assert isinstance(error, Error), error
         assert error.code == code
         rest = await bad.expect_eof()
-        assert rest == [], frame_types(rest)
+        assert rest == [], summary(rest)
         await _bystander_still_chats(a, bystander, case)
 
 
@@ -672,9 +663,9 @@ async def test_malformed_frame_on_established_link(group: Group, case: str) -> N
         error = await bad.expect(Error, skipped)
         assert error.code == code
         # Only link-local frames and events came before it.
-        assert all(isinstance(f, (Peers, Event)) for f in skipped), frame_types(skipped)
+        assert all(isinstance(f, (Peers, Event)) for f in skipped), summary(skipped)
         rest = await bad.expect_eof()
-        assert rest == [], frame_types(rest)
+        assert rest == [], summary(rest)
         await a.wait_unlinked(bad.id)
         await _bystander_still_chats(a, bystander, case)
 
@@ -718,8 +709,8 @@ async def test_unknown_types_and_fields_are_ignored(group: Group) -> None:
         await client.send_frame(Ping(8))
         skipped: list[Frame] = []
         assert (await client.expect(Pong, skipped)).nonce == 8
-        assert not any(isinstance(f, (Hello, Event, Error)) for f in skipped), frame_types(skipped)
-        assert client.id in a.node.links
+        assert not any(isinstance(f, (Hello, Event, Error)) for f in skipped), summary(skipped)
+        assert client.id in a.node.neighbours
 
 
 async def test_events_are_forwarded_byte_for_byte(group: Group) -> None:
@@ -730,7 +721,7 @@ async def test_events_are_forwarded_byte_for_byte(group: Group) -> None:
         await a.wait_linked(sender.id, receiver.id)
         join = await sender.join()
         got = await receiver.expect_event(lambda e: e.origin == sender.id and e.seq == 1)
-        assert receiver.lines[-1] == join.raw
+        assert got.raw == join.raw
 
         # Odd spacing, key order, escapes, an extra field, CRLF ending.
         body = (
@@ -741,7 +732,7 @@ async def test_events_are_forwarded_byte_for_byte(group: Group) -> None:
         await sender.send(body + b"\r\n")
         got = await receiver.expect_event(lambda e: e.origin == sender.id and e.seq == 2)
         assert got.text == 'café é "q"'
-        assert receiver.lines[-1] == body + b"\n"
+        assert got.raw == body + b"\n"
         # The node keeps the same bytes for catch-up.
         kept = a.node.history.get((sender.id, 2))
         assert kept is not None
@@ -750,8 +741,8 @@ async def test_events_are_forwarded_byte_for_byte(group: Group) -> None:
         # And a late comer gets those bytes too.
         late = await group.client(a.port, name="late")
         await late.handshake()
-        await late.expect_event(lambda e: e.origin == sender.id and e.seq == 2)
-        assert late.lines[-1] == body + b"\n"
+        got = await late.expect_event(lambda e: e.origin == sender.id and e.seq == 2)
+        assert got.raw == body + b"\n"
 
 
 async def test_own_events_are_never_sent_back(group: Group) -> None:
@@ -775,7 +766,7 @@ async def test_own_events_are_never_sent_back(group: Group) -> None:
         # Catch-up skips them too, even when P's hello claims to have nothing.
         await p.aclose()
         await a.wait_unlinked(p.id)
-        again = await group.client(a.port, p.id, "p")
+        again = await group.client(a.port, "p", p.id)
         await again.handshake(have={})
         await again.send_frame(Ping("end of catch-up"))
         skipped = []
@@ -840,7 +831,7 @@ async def test_idle_link_gets_ping_then_dead_link_is_lost(
         await client.expect_eof()
         assert 45 <= trio.current_time() - quiet_since < 45.5
         await a.wait_entry(lost_about(client.id))
-        assert client.id not in a.node.links
+        assert client.id not in a.node.neighbours
 
 
 async def test_dead_link_on_real_clock_is_lost(group: Group) -> None:
@@ -852,7 +843,7 @@ async def test_dead_link_on_real_clock_is_lost(group: Group) -> None:
         start = trio.current_time()
         frames = await client.expect_eof()
         assert trio.current_time() - start >= 0.3
-        assert any(isinstance(f, Ping) for f in frames), frame_types(frames)
+        assert any(isinstance(f, Ping) for f in frames), summary(frames)
         lost = await a.wait_entry(lost_about(client.id))
         assert lost.who == "silent"
 
@@ -867,7 +858,7 @@ async def test_pongs_keep_a_quiet_link_alive(group: Group) -> None:
         while trio.current_time() - start < 4 * timing.dead_after:
             ping = await client.expect(Ping)
             await client.send_frame(Pong(ping.nonce))
-        assert client.id in a.node.links
+        assert client.id in a.node.neighbours
         assert not any(e.kind == "lost" for e in a.entries)
 
 

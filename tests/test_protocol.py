@@ -16,13 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chat.addr import join_addr, split_addr
+from chat.framing import Decoder
 from chat.protocol import (
     MAX_FRAME,
     MAX_HAVE,
     MAX_NAME,
     MAX_SEQ,
     MAX_TEXT,
-    Decoder,
     Duplicate,
     Error,
     Event,
@@ -38,11 +39,9 @@ from chat.protocol import (
     TextLine,
     Unknown,
     encode,
-    join_addr,
     make_event,
     name_problem,
     parse_frame,
-    split_addr,
     text_problem,
 )
 
@@ -790,12 +789,19 @@ def test_partial_tail_is_kept_for_the_next_feed() -> None:
     assert decoder.buffered == 1
 
 
-def test_mode_is_decided_by_the_first_whole_line() -> None:
+def test_mode_is_decided_by_the_first_byte() -> None:
+    # The first byte is the first line's first character (or its end, for an
+    # empty line, which does not begin with "{" either): §9's rule, known
+    # without waiting for the line to end.
     decoder = Decoder()
-    assert decoder.feed(b"{") == []
     assert decoder.plain_text is None
-    assert decoder.feed(line_of(VALID["hello"])[1:]) == [EXPECTED["hello"]]
+    assert decoder.feed(b"{") == []
     assert decoder.plain_text is False
+    assert decoder.feed(line_of(VALID["hello"])[1:]) == [EXPECTED["hello"]]
+    for first in (b"h", b"\n", b"\r", b" "):
+        text = Decoder()
+        text.feed(first)
+        assert text.plain_text is True
 
 
 # --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ many connections, a slow or never-finished handshake, shutdown under load,
 and a bug of ours triggered by one connection.
 
 Real :class:`~chat.node.Node` objects run inside the test (see
-:mod:`stress`). Loopback TCP on 127.0.0.1, port 0, where the kernel's part
+:mod:`harness`). Loopback TCP on 127.0.0.1, port 0, where the kernel's part
 matters (a full socket buffer, TCP pushing back on a flooder); memory
 streams handed to :meth:`Node.add_stream` with ``autojump_clock`` where the
 point is time (rates, deadlines): there the clock moves only when every task
@@ -21,28 +21,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import trio
 import trio.testing
-from stress import Client, NodeHandle, Peak, open_stalled, start_node
+from harness import NodeHandle, Peak, start_node
+from wire import WireClient as Client
+from wire import open_stalled
 
-from chat.connection import OUTBOX_BYTES, OUTBOX_FRAMES, Timing
+from chat.config import Config, Timing
 from chat.hub import HubRole
-from chat.node import Config, Link
+from chat.lifecycle import Closing, Reason
+from chat.link import Link
+from chat.outbox import OUTBOX_BYTES, OUTBOX_FRAMES
 from chat.protocol import MAX_FRAME, MAX_SEQ, Error, encode, make_event
 
 # --------------------------------------------------------------------------
 # Fixtures and small helpers
-
-
-@pytest.fixture
-async def nursery() -> AsyncIterator[trio.Nursery]:
-    """A nursery for the nodes and reader tasks of one test, cancelled at its end."""
-    async with trio.open_nursery() as nursery:
-        yield nursery
-        nursery.cancel_scope.cancel()
 
 
 async def chatter(nursery: trio.Nursery, port: int, name: str, *, keep_msgs: bool = True) -> Client:
@@ -84,7 +80,7 @@ async def chat_in_rounds(chatters: list[Client], check: Callable[[int], None]) -
 
 def check_bounded(handle: NodeHandle, link: Link) -> Peak:
     """The stalled connection filled its outbox, and stayed within the bounds."""
-    peak = handle.node.peaks[link.conn]
+    peak = handle.peaks[link.conn]
     assert peak.backlog > 0  # events went to the backlog: the outbox was full
     assert peak.queued_bytes <= OUTBOX_BYTES + MAX_FRAME
     assert peak.backlog <= SMALL_HISTORY
@@ -108,7 +104,7 @@ async def test_stalled_reader_is_bounded_then_dropped_while_30_others_chat(
         chatters = [
             await chatter(nursery, hub.port, f"c{i}", keep_msgs=False) for i in range(CHATTERS)
         ]
-        link = hub.node.link_to(stalled.id)
+        link = hub.link_to(stalled.id)
 
         def still_stuck(round_: int) -> None:
             assert link.conn.open, f"dropped in round {round_}: stall {stall} s too short here"
@@ -120,8 +116,8 @@ async def test_stalled_reader_is_bounded_then_dropped_while_30_others_chat(
         # others are told it is lost.
         for client in chatters:
             await client.wait_lost(stalled.id)
-        assert link.conn.close_reason == f"stopped reading for {stall:g} s"
-        assert stalled.id not in hub.node.links
+        assert link.conn.closing == Closing(Reason.STALLED, f"stopped reading for {stall:g} s")
+        assert stalled.id not in hub.node.neighbours
         for client in chatters:
             assert sum(client.msgs.values()) == (CHATTERS - 1) * ROUNDS
             assert client.errors() == []
@@ -159,7 +155,7 @@ async def test_stalled_stream_is_dropped_after_exactly_the_stall_time(
             await client.send(client.event("join").raw)
             nursery.start_soon(client.read_all)
             chatters.append(client)
-        link = hub.node.link_to(stalled.id)
+        link = hub.link_to(stalled.id)
 
         def on_time(round_: int) -> None:
             assert trio.current_time() == start, f"round {round_} waited"
@@ -170,7 +166,7 @@ async def test_stalled_stream_is_dropped_after_exactly_the_stall_time(
         for client in chatters:
             await client.wait_lost(stalled.id)
         assert 10 <= trio.current_time() - start < 10.5  # (timers fire on a watchdog's tick)
-        assert link.conn.close_reason == "stopped reading for 10 s"
+        assert link.conn.closing == Closing(Reason.STALLED, "stopped reading for 10 s")
         for client in chatters:
             assert sum(client.msgs.values()) == (CHATTERS - 1) * ROUNDS
         await stop(hub)
@@ -316,7 +312,7 @@ async def test_forwarded_events_draw_on_the_large_link_budget(
         times = sorted(t - start for t, e in watcher.arrivals if e.origin != hub.id)
         assert times[4999] == 0  # the saved-up 5000 at once
         assert 0.19 <= times[-1] < 0.21  # the rest at link_rate
-        assert relay.id in hub.node.links
+        assert relay.id in hub.node.neighbours
         assert relay.errors() == []
         await stop(hub)
 
@@ -348,7 +344,7 @@ async def test_catch_up_of_own_old_events_is_not_charged_to_the_small_budget(
         times = arrival_times(watcher, back.id, start)[300:]
         assert times[: int(BURST)] == [0.0] * int(BURST)
         assert times[-1] == pytest.approx((100 - BURST - 1) / RATE, abs=0.01)
-        assert back.id in hub.node.links
+        assert back.id in hub.node.neighbours
         assert back.errors() == []
         await stop(hub)
 
@@ -370,7 +366,7 @@ async def test_connection_over_the_limit_is_refused_at_once(nursery: trio.Nurser
         await extra.ended.wait()
         assert extra.errors() == ["too_many_connections"]
         assert len(extra.frames) == 1
-        await hub.until(lambda: len(hub.node.sessions) == limit)
+        await hub.until(lambda: len(hub.node.connections) == limit)
 
         # Those already in are unaffected.
         said = await members[0].say("still fine")
@@ -384,7 +380,7 @@ async def test_connection_over_the_limit_is_refused_at_once(nursery: trio.Nurser
         # A place that frees up can be taken again.
         await members[2].send(members[2].event("leave").raw)
         await members[2].aclose()
-        await hub.until(lambda: len(hub.node.sessions) == limit - 1)
+        await hub.until(lambda: len(hub.node.connections) == limit - 1)
         late = await chatter(nursery, hub.port, "late")
         said = await late.say("made it")
         await members[0].until(lambda: members[0].msgs[late.id] == 1)
@@ -473,13 +469,13 @@ async def test_shutdown_under_load_is_quick_and_every_reader_gets_the_leave(
         readers = [
             await chatter(nursery, handle.port, f"r{i}", keep_msgs=False) for i in range(READERS)
         ]
-        await handle.until(lambda: all(r.id in node.links for r in readers))
+        await handle.until(lambda: all(r.id in node.neighbours for r in readers))
 
         # The node says far more than fits, without giving its writers a
         # chance: every outbox is full and the rest waits in the backlogs.
         for n in range(BACKLOGGED):
             assert node.say(f"{n} " + "y" * 1000) is None
-        assert all(link.backlog for link in node.links.values())
+        assert all(link.backlog for link in node.neighbours.values())
 
         with trio.fail_after(3):
             stopped = trio.current_time()
@@ -493,7 +489,7 @@ async def test_shutdown_under_load_is_quick_and_every_reader_gets_the_leave(
             await reader.ended.wait()
             assert reader.msgs[node.id] == BACKLOGGED
             assert [e.seq for e in reader.events("leave", node.id)] == [BACKLOGGED + 2]
-        assert not node.sessions
+        assert not node.connections
 
 
 # --------------------------------------------------------------------------
@@ -532,7 +528,7 @@ async def test_bug_in_a_role_hook_is_contained_logged_once_and_others_carry_on(
             await victim.send_frame(Error("bad_frame", "a remote complaining"))
             await victim.aclose()
         await victim.ended.wait()
-        await hub.until(lambda: victim.id not in hub.node.links)
+        await hub.until(lambda: victim.id not in hub.node.neighbours)
 
         # The node is still up and serves the others as before.
         said = await alice.say("carry on")
@@ -574,12 +570,12 @@ async def test_huge_seqs_cannot_push_the_nodes_hello_past_max_frame(
         for origin in far:
             await relay.send(make_event("join", origin.id, MAX_SEQ, time.time(), origin.name).raw)
         ids = {o.id for o in far}
-        await handle.until(lambda: ids <= {e.origin for e in handle.node.entries})
+        await handle.until(lambda: ids <= {e.origin for e in handle.entries})
 
         newcomer = await Client.connect(handle.port, "newcomer")
         hello = await newcomer.handshake()
         assert hello.node == handle.id
-        assert len(encode(handle.node._hello())) <= MAX_FRAME
+        assert len(encode(handle.node.hello())) <= MAX_FRAME
         nursery.start_soon(newcomer.read_all)
         said = await relay.say("still reachable")
         await newcomer.until(lambda: newcomer.msgs[said.origin] == 1)

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chat.members import Entry, Membership
 from chat.protocol import Event, EventKind, make_event
 from chat.render import as_json, clock, describe, line, safe
-from chat.state import Entry, Gap, Membership
+from chat.state import Gap
 
 A = "abcd" + "0" * 28
 B = "ef01" + "0" * 28

@@ -8,8 +8,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chat.members import Entry, Membership
 from chat.protocol import MAX_HAVE, Event, EventKind, make_event
-from chat.state import HOLD_BACK, Delivery, Entry, Gap, History, Membership, Sequencer
+from chat.state import HOLD_BACK, Delivery, Gap, History, Sequencer
 
 A = "a" * 32
 B = "b" * 32

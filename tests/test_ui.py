@@ -40,12 +40,14 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from chat import cli
-from chat.commands import HELP, drive
-from chat.node import Config, Node
+from chat.commands import HELP
+from chat.config import Config
+from chat.frontend import drive
+from chat.members import Entry
+from chat.node import Node
 from chat.peer import PeerRole
 from chat.protocol import MAX_TEXT
 from chat.render import clock
-from chat.state import Entry
 from chat.ui import NAME_COLOURS, STYLE, ChatUI, formatted, name_style
 
 TS = 1_700_000_000.0  # a fixed time for entries made by the tests

@@ -1,0 +1,32 @@
+"""A node's settings: the protocol's timers and this implementation's limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Link timers in seconds (§3, §7). Tests shorten them; users never do."""
+
+    handshake: float = 10.0  # first line / answering hello
+    ping_after: float = 15.0  # idle sending -> ping
+    dead_after: float = 45.0  # idle receiving -> lost
+    stall: float = 10.0  # writer blocked this long -> lost
+    grace: float = 2.0  # flushing on close
+
+
+@dataclass
+class Config:
+    """What one node is told at start (the command line's options)."""
+
+    name: str
+    history: int = 1000  # events kept for catch-up (§6)
+    degree: int = 8  # peers to dial by peer exchange (§7)
+    timing: Timing = field(default_factory=Timing)
+    hold_back: float = 5.0  # seconds a gap may stay open (§5)
+    rate: float = 20.0  # own events a second per connection (0: no limit)
+    burst: float = 50.0
+    link_rate: float = 5000.0  # forwarded events a second per connection
+    patience: float = 10.0  # seconds over the limit before rate_limited
+    max_connections: int = 1024

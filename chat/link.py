@@ -1,0 +1,60 @@
+"""A link: one connection to another node, as the node sees it (§3-§7)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chat.addr import join_addr
+from chat.connection import Connection
+from chat.flow import Backlog, FloodControl
+from chat.protocol import Hello
+
+
+@dataclass(eq=False, slots=True)
+class Link:
+    """A connection to a node, from dial or accept to close.
+
+    Until its handshake completes a link is pending: ``hello`` is None.
+    """
+
+    conn: Connection
+    flood: FloodControl
+    hello: Hello | None = None  # the remote's, once received (its ``have`` dropped)
+    active: bool = False  # the one link to hello.node (§3)
+    left: bool = False  # the remote node sent its own leave
+    # Keys of events that did not fit the outbox; None until needed (most
+    # links never need one).
+    backlog: Backlog | None = None
+    catch_up_seq: int = 0  # the remote's own seq when it said hello: later ones are new
+    on_up: Callable[[], None] | None = None  # the dialler's, told when the handshake completes
+    put: Callable[[bytes], bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.put = self.conn.outbox.put  # bound once: fan-out calls it per recipient
+
+    @property
+    def node(self) -> str:
+        """The remote's node id ("" before its hello)."""
+        return self.hello.node if self.hello else ""
+
+    @property
+    def name(self) -> str:
+        return self.hello.name if self.hello else self.where
+
+    @property
+    def where(self) -> str:
+        """The remote end of the connection, ``ip:port``."""
+        remote = self.conn.remote
+        return join_addr(*remote) if remote else "?"
+
+    @property
+    def addr(self) -> str | None:
+        """The remote's dialable address (§3): its IP and its ``listen``."""
+        if self.hello is None or self.hello.listen is None or self.conn.remote is None:
+            return None
+        return join_addr(self.conn.remote[0], self.hello.listen)
+
+    @property
+    def is_peer(self) -> bool:
+        return self.hello is not None and self.hello.role == "peer"

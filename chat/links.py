@@ -1,0 +1,242 @@
+"""Every connection of a node, from its first frame to its close (§3, §9).
+
+The first frame decides what a connection is, as hypercorn's protocol
+wrapper picks HTTP/1 or HTTP/2 from the first bytes: a ``hello`` makes it a
+:class:`~chat.link.Link` to another node, a line of text a
+:class:`~chat.textclient.TextSession`. The decisions themselves (which of
+two links to keep, whether a close is a departure) are the pure functions
+of :mod:`chat.lifecycle`; events go to the :class:`~chat.router.Router`.
+§ refers to ``docs/PROTOCOL.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+
+import trio
+
+from chat.author import Author
+from chat.changes import Changes
+from chat.config import Config
+from chat.connection import Connection
+from chat.flow import FloodControl
+from chat.lifecycle import (
+    QUIET,
+    Closing,
+    Departure,
+    Reason,
+    Verdict,
+    client_departure,
+    judge_hello,
+    node_departure,
+)
+from chat.link import Link
+from chat.outbox import Flusher
+from chat.protocol import (
+    PROTO,
+    Error,
+    Event,
+    EventKind,
+    Frame,
+    Hello,
+    Peers,
+    Ping,
+    Pong,
+    ProtocolError,
+    TextLine,
+)
+from chat.role import Role
+from chat.router import Router
+from chat.textclient import TextSession
+
+log = logging.getLogger("chat")
+
+Peer = Link | TextSession  # what an open connection serves
+
+
+class Links:
+    """The open connections of one node and what each of them serves."""
+
+    def __init__(
+        self, config: Config, router: Router, role: Role, hello: Callable[[], Hello]
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.role = role
+        self.hello = hello  # the node's hello as it would send it now
+        self.connections: dict[Connection, Peer] = {}  # every open connection
+        self.opened = 0  # connections ever opened, accepted or dialled
+        self.stopping = False  # the node is leaving: nothing more is taken in
+        self.flusher = Flusher()
+        self.changes: Changes = router.changes
+
+    def originate(self, author: Author, kind: EventKind, **extra: str) -> Event:
+        """For the text sessions: an event of theirs, created here."""
+        return self.router.originate(author, kind, **extra)
+
+    def open(self, stream: trio.abc.Stream, *, outgoing: bool) -> Link:
+        config = self.config
+        conn = Connection(
+            stream,
+            _peername(stream),
+            outgoing=outgoing,
+            timing=config.timing,
+            flusher=self.flusher,
+            seen=self._seen,
+        )
+        flood = FloodControl(config.rate, config.burst, config.link_rate, config.patience)
+        link = Link(conn, flood)
+        conn.on_frame = partial(self._first_frame, link)
+        self.connections[conn] = link
+        self.opened += 1
+        self.changes.notify()
+        return link
+
+    async def serve(self, link: Link, nursery: trio.Nursery) -> None:
+        conn = link.conn
+        if conn.outgoing:
+            conn.send_frame(self.hello())
+        try:
+            await conn.serve(nursery)
+        except Exception:
+            # A bug of ours on one connection must not take the node down.
+            log.exception("internal error on the connection with %s", link.name)
+            conn.abort(Closing(Reason.INTERNAL))
+        finally:
+            peer = self.connections.pop(conn, link)
+            try:
+                self._closed(peer, conn.closing or Closing(Reason.CLOSED))
+            except Exception:
+                log.exception("internal error closing the connection with %s", peer.name)
+            self.changes.notify()
+
+    def _seen(self, origin: str, seq: int) -> bool:
+        return not self.router.is_new(origin, seq)
+
+    def _first_frame(self, link: Link, frame: Frame | TextLine) -> float:
+        """The first frame decides what a connection is: a node or a person (§3, §9)."""
+        if not self.stopping:
+            try:
+                self._choose(link, frame)
+            except ProtocolError as exc:
+                link.conn.fail(exc)
+            self.changes.notify()
+        return 0.0
+
+    def _choose(self, link: Link, frame: Frame | TextLine) -> None:
+        conn = link.conn
+        if isinstance(frame, TextLine) and not conn.outgoing:
+            session = TextSession(conn, link.flood, self, self.router.audience)
+            self.connections[conn] = session
+            rest = session.begin(frame.text)
+            self.role.client_up(session)
+            session.handle(rest)
+        elif isinstance(frame, Error) and conn.outgoing:
+            self.role.on_error(link, frame)
+            conn.finish(Closing(Reason.REFUSED, f"refused: {frame.code}"))
+        elif isinstance(frame, Hello):
+            self._on_hello(link, frame)
+        else:
+            raise ProtocolError("bad_frame", "the first frame must be a hello")
+
+    def _on_hello(self, link: Link, hello: Hello) -> None:
+        conn = link.conn
+        link.hello = hello
+        if not conn.outgoing:
+            conn.send_frame(self.hello())  # answer every well-formed hello first (§3)
+        if hello.proto != PROTO:
+            raise ProtocolError("unsupported_protocol", f"this node speaks protocol {PROTO}")
+        existing = self.router.neighbours.get(hello.node)
+        existing_outgoing = existing.conn.outgoing if existing else None
+        verdict = judge_hello(self.router.me.id, hello.node, conn.outgoing, existing_outgoing)
+        if verdict in (Verdict.ITSELF, Verdict.KEEP_OLD):
+            why = Reason.ITSELF if verdict is Verdict.ITSELF else Reason.DUPLICATE
+            conn.finish(Closing(why))
+            return
+        if existing is not None:
+            existing.active = False  # closing it is no departure
+            existing.conn.finish(Closing(Reason.DUPLICATE))
+        conn.established = conn.keepalive = True
+        conn.on_drained = partial(self.router.refill, link)
+        conn.on_frame = partial(self._on_frame, link)
+        link.active = True
+        self.router.neighbours[hello.node] = link
+        self.router.catch_up(link, hello.have)
+        link.catch_up_seq = hello.have.get(hello.node, 0)
+        link.hello = replace(hello, have={})  # up to 1000 entries: not kept per link
+        if link.on_up is not None:
+            link.on_up()
+        self.role.link_up(link, replacing=existing)
+
+    def _on_frame(self, link: Link, frame: Frame | TextLine) -> float:
+        """One frame on an established link; how long to stop reading it."""
+        if self.stopping:
+            return 0.0  # leaving: our leave is sent, nothing more is relayed
+        try:
+            now = trio.current_time()
+            if isinstance(frame, Event):
+                # The remote's own new events draw on its small budget; what
+                # it forwards (and its own catch-up, which its hello's have
+                # already counted) on the large one.
+                own = frame.origin == link.node and frame.seq > link.catch_up_seq
+                pause = link.flood.admit(own, now)
+                if frame.kind == "leave" and frame.origin == link.node:
+                    link.left = True
+                self.router.receive(link, frame)
+                return pause
+            pause = link.flood.admit(False, now)
+            if isinstance(frame, Ping):
+                link.conn.send_frame(Pong(frame.nonce))
+            elif isinstance(frame, Peers):
+                self.role.on_peers(link, frame)
+            elif isinstance(frame, Error):
+                self.role.on_error(link, frame)
+            # Pong: arriving was all it had to do. Hello again, Unknown: ignored.
+            return pause
+        except ProtocolError as exc:
+            link.conn.fail(exc)
+            return 0.0
+
+    def _closed(self, peer: Peer, closing: Closing) -> None:
+        if isinstance(peer, TextSession):
+            self.router.audience.sessions.discard(peer)
+            how = client_departure(closing, said_leave=peer.left, stopping=self.stopping)
+            peer.left = True
+            if how is Departure.LEAVE:
+                self.originate(peer.author, "leave")  # closing its side is a leave (§9)
+            elif how is Departure.LOST:
+                self.originate(self.router.me, "lost", node=peer.author.id)
+            self.role.client_down(peer, how is Departure.LOST)
+            return
+        if not peer.active:
+            if closing.reason not in QUIET:
+                self.role.link_failed(peer)
+            return
+        member = self.router.members.get(peer.node)
+        how = node_departure(
+            closing,
+            active=peer.active,
+            said_leave=peer.left,
+            stopping=self.stopping,
+            present=member is None or member.present,
+        )
+        peer.active = False
+        if self.router.neighbours.get(peer.node) is peer:
+            del self.router.neighbours[peer.node]
+        if how is Departure.LOST:
+            self.originate(self.router.me, "lost", node=peer.node)
+        self.role.link_down(peer, how is Departure.LOST)
+
+
+def _peername(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return None
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return None
+    return (str(name[0]), int(name[1]))

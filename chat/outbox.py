@@ -1,0 +1,163 @@
+"""A connection's outbox, and the flusher that writes outboxes once per step.
+
+Back-pressure policy (docs/PROTOCOL.md, "Back-pressure"): putting never
+waits. An :class:`Outbox` holds at most ``max_frames`` frames and
+``max_bytes`` bytes; when it is full ``put`` answers False and the caller
+keeps what it could not queue (the node keeps event keys in a
+:class:`chat.flow.Backlog`). What is queued is written straight to the
+socket when no write is under way; only what the kernel will not take at
+once is left to a writer task, started on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import trio
+
+OUTBOX_FRAMES = 1024
+OUTBOX_BYTES = 2 * 1024 * 1024
+
+
+class Flusher:
+    """Hands every outbox filled during a scheduling step to the kernel, once.
+
+    Fan-out puts a frame on each recipient's outbox; waking a writer task
+    for each costs a task switch per recipient per message, which made a
+    quiet hub slower than a plain asyncio relay (docs/benchmarks.md, W2).
+    Instead the outboxes mark themselves here and one task, running after
+    the current step, writes each idle one straight to its socket: one
+    write per recipient for a lone message, one per recipient per *read*
+    under load (the read's frames coalesce). Busy writers keep their queue.
+    """
+
+    def __init__(self) -> None:
+        self._dirty: list[Outbox] = []
+        self._wakeup = trio.Event()
+
+    def mark(self, outbox: Outbox) -> None:
+        if not self._dirty:
+            self._wakeup.set()
+        self._dirty.append(outbox)
+
+    def flush_now(self) -> None:
+        """Write what is marked now; a reader calls this after each read, so
+        the frames of one read go out without waiting for the next step."""
+        dirty, self._dirty = self._dirty, []
+        if dirty:
+            now = trio.current_time()
+            for outbox in dirty:
+                outbox.flush(now)
+
+    async def run(self) -> None:
+        """Flush what was marked outside a read (timers, the person's input)."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            self.flush_now()
+
+
+class Outbox:
+    """A bounded FIFO of frames, written directly when idle, else by a writer.
+
+    Not a trio memory channel: fan-out puts one frame on every recipient's
+    outbox, and a list append is a fraction of the cost of ``send_nowait``
+    (docs/benchmarks.md). ``flush`` writes what is queued straight to the
+    socket when no writer task is busy; only what the kernel will not take
+    now is left to a writer task, started on demand (``start_writer``), so
+    an idle connection costs no task of its own for writing.
+    """
+
+    __slots__ = (
+        "_frames",
+        "_marked",
+        "busy",
+        "closed",
+        "fd",
+        "flusher",
+        "max_bytes",
+        "max_frames",
+        "said_at",
+        "size",
+        "start_writer",
+    )
+
+    def __init__(
+        self,
+        max_frames: int,
+        max_bytes: int,
+        fd: int | None = None,
+        flusher: Flusher | None = None,
+    ) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.fd = fd  # the socket, for direct writes; None for other streams
+        self.flusher = flusher
+        self.size = 0  # bytes queued
+        self.said_at = trio.current_time()  # when bytes last went to the kernel
+        self.closed = False
+        self.busy = False  # a writer task owns the stream's sending side
+        self.start_writer: Callable[[], None] = lambda: None
+        self._frames: list[bytes] = []
+        self._marked = False
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def put(self, data: bytes) -> bool:
+        """Queue ``data``; False if closed or full (one frame always fits)."""
+        frames = self._frames
+        if self.closed or len(frames) >= self.max_frames:
+            return False
+        if self.size + len(data) > self.max_bytes and frames:
+            return False
+        frames.append(data)
+        self.size += len(data)
+        if not self._marked:
+            self._marked = True
+            if self.flusher is not None:
+                self.flusher.mark(self)
+            else:
+                self.flush(trio.current_time())
+        return True
+
+    def flush(self, now: float) -> None:
+        """Write what is queued now if no writer is busy; else leave it to it."""
+        self._marked = False
+        frames = self._frames
+        if self.busy or not frames:
+            return
+        if self.fd is not None:
+            self.said_at = now
+            data = b"".join(frames) if len(frames) > 1 else frames[0]
+            try:
+                sent = os.write(self.fd, data)
+            except OSError:
+                sent = 0  # would block, or broken: the writer finds out which
+            self.size -= sent
+            if sent == len(data):
+                frames.clear()
+                return
+            frames[:] = [data[sent:]]
+        self.busy = True
+        self.start_writer()
+
+    def take(self, max_bytes: int) -> bytes:
+        """What is queued, up to about ``max_bytes``, as one string (b"" if empty)."""
+        frames = self._frames
+        if self.size <= max_bytes:
+            self._frames = []
+            taken = frames
+        else:
+            count = size = 0
+            for frame in frames:
+                count += 1
+                size += len(frame)
+                if size >= max_bytes:
+                    break
+            taken = frames[:count]
+            del frames[:count]
+        data = b"".join(taken)
+        self.size -= len(data)
+        return data

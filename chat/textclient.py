@@ -1,0 +1,181 @@
+"""Plain-text clients (§9): netcat, telnet, a script with a socket.
+
+A connection whose first byte is not ``{`` becomes a :class:`TextSession`.
+The node it reaches creates its events for it (its own :class:`Author`),
+shows it the chat as transcript lines, never JSON, and answers its mistakes
+in text. The node's plain-text clients form one :class:`TextAudience`: each
+line of the chat is rendered once, whoever reads it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import replace
+from typing import Protocol
+
+import trio
+
+from chat import render
+from chat.addr import join_addr
+from chat.author import Author
+from chat.commands import Command, parse
+from chat.connection import Connection
+from chat.flow import FloodControl
+from chat.lifecycle import Closing, Reason
+from chat.members import Entry
+from chat.protocol import (
+    Event,
+    EventKind,
+    Frame,
+    ProtocolError,
+    TextLine,
+    name_problem,
+    text_problem,
+)
+
+RECENT_LINES = 50  # chat lines replayed to a plain-text client that joins
+COMMANDS = frozenset({"nick", "exit"})  # the rest of /word lines are messages
+
+
+class Host(Protocol):
+    """What a text session needs of the node that hosts it."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def originate(self, author: Author, kind: EventKind, **extra: str) -> Event: ...
+
+
+class TextAudience:
+    """A node's plain-text clients, as one audience for the chat's lines."""
+
+    def __init__(self, recent: int = RECENT_LINES) -> None:
+        self.sessions: set[TextSession] = set()
+        self.recent: deque[Entry] = deque(maxlen=recent)
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def welcome(self, session: TextSession) -> None:
+        """Show a newcomer the recent lines as history, then the chat."""
+        joined = session.author.joined
+        for entry in self.recent:
+            session.conn.send(_line(entry, entry.ts < joined if entry.event else True))
+        self.sessions.add(session)
+
+    def show(self, entry: Entry) -> None:
+        """A line of the chat, to every client: rendered at most twice, not per client."""
+        self.recent.append(entry)
+        if not self.sessions:
+            return
+        rendered: dict[bool, bytes] = {}
+        for session in self.sessions:
+            author = session.author
+            if entry.kind == "msg" and entry.origin == author.id:
+                continue  # they typed it; no echo
+            # Whether a line is history depends on when each client joined.
+            history = entry.ts < author.joined if entry.event is not None else entry.history
+            data = rendered.get(history)
+            if data is None:
+                data = rendered[history] = _line(entry, history)
+            session.conn.send(data)
+
+
+def _line(entry: Entry, history: bool) -> bytes:
+    if entry.history != history:
+        entry = replace(entry, history=history)
+    return (render.line(entry) + "\n").encode()
+
+
+class TextSession:
+    """One plain-text client: its author, its commands, its budget."""
+
+    __slots__ = ("audience", "author", "conn", "flood", "host", "left")
+
+    def __init__(
+        self, conn: Connection, flood: FloodControl, host: Host, audience: TextAudience
+    ) -> None:
+        self.conn = conn
+        self.flood = flood
+        self.host = host
+        self.audience = audience
+        self.author = Author(self.where[-32:])  # named by its address until /nick
+        self.left = False
+
+    @property
+    def name(self) -> str:
+        return self.author.name
+
+    @property
+    def where(self) -> str:
+        remote = self.conn.remote
+        return join_addr(*remote) if remote else "?"
+
+    def begin(self, first_line: str) -> str:
+        """Join the chat with the first line, which may name the client (§9).
+
+        Answers what is left of that line to :meth:`handle` once the node
+        has announced the client: the line itself, or "" for a ``/nick``.
+        """
+        conn = self.conn
+        conn.established = True
+        conn.on_frame = self.on_frame
+        action = parse(first_line)
+        if isinstance(action, Command) and action.name == "nick" and not name_problem(action.arg):
+            self.author.name, first_line = action.arg, ""
+        self.author.joined = time.time()
+        self.audience.welcome(self)
+        self.host.originate(self.author, "join")
+        return first_line
+
+    def on_frame(self, frame: Frame | TextLine) -> float:
+        """A line from the client; answers how long to stop reading it."""
+        if not isinstance(frame, TextLine) or self.left:
+            return 0.0
+        try:
+            pause = self.flood.admit(True, trio.current_time())
+        except ProtocolError as exc:
+            self.conn.fail(exc)
+            return 0.0
+        self.handle(frame.text)
+        return pause
+
+    def handle(self, line: str) -> None:
+        """Act on one line the client sent: a command or a message."""
+        if self.host.stopping:
+            return
+        action = parse(line)
+        if action is None:
+            return
+        if isinstance(action, Command) and action.name in COMMANDS:
+            if action.name == "exit":
+                self.leave()
+            else:
+                self._rename(action.arg)
+            return
+        # Any other line is a message as typed, /word and //word included (§9).
+        problem = text_problem(line)
+        if problem:
+            self.note(f"not sent: {problem}")
+            return
+        self.host.originate(self.author, "msg", text=line)
+
+    def _rename(self, name: str) -> None:
+        problem = name_problem(name)
+        if problem:
+            self.note(f"cannot use that name: {problem}")
+        elif name != self.author.name:
+            self.author.name = name
+            self.host.originate(self.author, "nick")
+
+    def leave(self) -> None:
+        """``/exit``: the client's leave, then close."""
+        self.left = True
+        self.audience.sessions.discard(self)
+        self.host.originate(self.author, "leave")
+        self.conn.finish(Closing(Reason.LEFT))
+
+    def note(self, text: str) -> None:
+        """A line for this client only."""
+        self.conn.send(f"*** {text}\n".encode())
