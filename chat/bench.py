@@ -274,13 +274,17 @@ class Bench:
             if progress_bar:
                 nursery.start_soon(self._progress_bar)
             self.first_send = time.monotonic()
-            async with trio.open_nursery() as sending:
-                for client in senders:
-                    sending.start_soon(self._send, client, probe, senders)
-            expected_each = {c.index: sum(s.sent for s in senders if s is not c) for c in readers}
-            expected = sum(expected_each.values())
-            await self._wait_done(expected)
-            stop.set()
+            try:
+                async with trio.open_nursery() as sending:
+                    for client in senders:
+                        sending.start_soon(self._send, client, probe, senders)
+                expected_each = {
+                    c.index: sum(s.sent for s in senders if s is not c) for c in readers
+                }
+                expected = sum(expected_each.values())
+                await self._wait_done(expected)
+            finally:
+                stop.set()  # also when cancelled: the receiving thread ends with it
             nursery.cancel_scope.cancel()
         for client in self.clients:
             await client.stream.aclose()

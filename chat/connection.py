@@ -218,6 +218,8 @@ class Connection:
         anything the remote does; :attr:`closing` says why it ended.
         """
         self._nursery = nursery
+        if len(self.outbox):  # queued before serving (a dialler's hello): send it now
+            self.outbox.flush(trio.current_time())
         try:
             with self._reader_scope:
                 await self._read_loop()

@@ -1348,3 +1348,31 @@ def test_seqs_are_bounded_so_a_hello_stays_within_max_frame() -> None:
     bad["have"]["0" * 32] = MAX_SEQ + 1
     with pytest.raises(ProtocolError):
         parse_frame(json.dumps(bad).encode())
+
+
+# --------------------------------------------------------------------------
+# The decoder's work is linear in the bytes received (no byte searched twice)
+
+
+def test_a_maximal_line_trickled_byte_by_byte_is_searched_once() -> None:
+    # Each byte is looked at once for a line end, however the line is cut:
+    # 65536 one-byte reads cost 65536 byte-searches, not 65536**2 / 2.
+    line = padded(MAX_FRAME)
+    decoder = Decoder()
+    frames = feed_all(decoder, [line[i : i + 1] for i in range(len(line))])
+    assert frames == [EXPECTED["msg"]]
+    assert decoder.scanned == len(line)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=4000), min_size=1, max_size=40))
+@settings(max_examples=100)
+def test_any_chunking_searches_each_byte_at_most_once(cuts: list[int]) -> None:
+    stream = b"".join(STREAM_LINES) + padded(20000) + b'{"type":"ping"'
+    decoder = Decoder()
+    chunks, rest = [], stream
+    for cut in cuts:
+        chunks.append(rest[:cut])
+        rest = rest[cut:]
+    chunks.append(rest)
+    feed_all(decoder, [c for c in chunks if c])
+    assert decoder.scanned == len(stream)

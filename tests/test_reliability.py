@@ -31,6 +31,7 @@ from wire import WireClient as Client
 from wire import open_stalled
 
 from chat.config import Config, Timing
+from chat.connection import Connection
 from chat.hub import HubRole
 from chat.lifecycle import Closing, Reason
 from chat.link import Link
@@ -173,7 +174,7 @@ async def test_stalled_stream_is_dropped_after_exactly_the_stall_time(
 
 
 # --------------------------------------------------------------------------
-# A client that floods (flood control, chat/state.py FloodControl)
+# A client that floods (flood control, chat/flow.py FloodControl)
 
 RATE, BURST, PATIENCE = 20.0, 50.0, 10.0  # Config's defaults, spelled out for the arithmetic
 
@@ -590,3 +591,72 @@ async def test_huge_seqs_cannot_push_the_nodes_hello_past_max_frame(
         said = await relay.say("still reachable after the liar")
         await newcomer.until(lambda: newcomer.msgs[said.origin] == 2)
         await stop(handle)
+
+
+# --------------------------------------------------------------------------
+# A bug of ours in a timer: contained to its connection, or to one sweep
+
+
+async def test_bug_in_one_connections_timers_is_contained(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with trio.fail_after(60):
+        hub = await start_node(nursery, Config(name="hub"), HubRole(quiet=True), listen=False)
+        alice = await memory_chatter(nursery, hub, "alice")
+        bob = await memory_chatter(nursery, hub, "bob")
+        victim = await memory_chatter(nursery, hub, "victim")
+        victim_conn = hub.link_to(victim.id).conn
+        check = Connection.check
+
+        def buggy(conn: Connection, now: float) -> None:
+            if conn is victim_conn:
+                raise RuntimeError("simulated bug in the timers")
+            check(conn, now)
+
+        monkeypatch.setattr(Connection, "check", buggy)
+        await victim.ended.wait()  # the watchdog's next sweep closed it
+        await alice.wait_lost(victim.id)
+        await trio.sleep(20)  # the sweeps go on for the others: pings, no dead links
+        said = await alice.say("still here")
+        await bob.until(lambda: bob.msgs[alice.id] == 1)
+        assert said.text == "still here"
+        bugs = [r for r in caplog.records if r.exc_info and "timers" in r.getMessage()]
+        assert len(bugs) == 1
+        await stop(hub)
+
+
+async def test_bug_in_the_gap_timer_is_contained(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with trio.fail_after(60):
+        hub = await start_node(nursery, Config(name="hub"), HubRole(quiet=True), listen=False)
+        watcher = await memory_chatter(nursery, hub, "watcher")
+        gappy = await memory_chatter(nursery, hub, "gappy")
+        router = hub.node.router
+        expire = router.expire
+        calls = 0
+
+        def buggy_once() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("simulated bug giving up a gap")
+            expire()
+
+        monkeypatch.setattr(router, "expire", buggy_once)
+        skipped = gappy.event("msg", "lost in the gap")  # seq 2, never sent
+        await gappy.send(gappy.event("msg", "after the gap").raw)  # seq 3: held back
+        await trio.sleep(10)  # the first give-up fails; the timer carries on
+        assert calls >= 2
+        assert hub.texts() == ["after the gap"]
+        assert skipped.seq == 2
+        await gappy.say("later")
+        await watcher.until(lambda: watcher.msgs[gappy.id] == 2)
+        assert len([r for r in caplog.records if r.exc_info]) == 1
+        await stop(hub)

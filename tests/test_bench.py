@@ -1,0 +1,125 @@
+"""``trio-chat bench`` measures what it claims: counts, loss, duplicates, JSON.
+
+Against an in-process hub it must count every delivery and no loss; against
+relays that lose or duplicate on purpose (written here, speaking just enough
+of the protocol) it must say so and exit 1. The figures themselves (speed,
+latency) are the benchmark's business, never asserted here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable
+
+import trio
+from harness import start_node
+from wire import HOST
+
+from chat.bench import Bench, Options
+from chat.config import Config
+from chat.hub import HubRole
+from chat.protocol import Hello, encode
+
+Policy = Callable[[int, bytes], int]  # (message number, line) -> copies to pass on
+
+
+async def relay(nursery: trio.Nursery, policy: Policy) -> int:
+    """A relay that answers hellos and passes lines on as ``policy`` says."""
+    streams: dict[trio.SocketStream, trio.Lock] = {}  # one writer at a time per stream
+    count = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal count
+        streams[stream] = trio.Lock()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await relay_lines(stream)
+
+    async def relay_lines(stream: trio.SocketStream) -> None:
+        nonlocal count
+        buf = b""
+        greeted = False
+        while data := await stream.receive_some(65536):
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if not greeted:
+                    greeted = True
+                    async with streams[stream]:
+                        await stream.send_all(encode(Hello("e" * 32, "relay", "hub", None, {})))
+                    continue
+                copies = 1
+                if b'"type":"msg"' in line:
+                    count += 1
+                    copies = policy(count, line)
+                for other, lock in list(streams.items()):
+                    if other is not stream:
+                        # A reader that left is no concern of the relay's.
+                        with contextlib.suppress(
+                            trio.BrokenResourceError, trio.ClosedResourceError
+                        ):
+                            async with lock:
+                                await other.send_all((line + b"\n") * copies)
+
+    listeners = await trio.open_tcp_listeners(0, host=HOST)
+    nursery.start_soon(trio.serve_listeners, handle, listeners)
+    return int(listeners[0].socket.getsockname()[1])
+
+
+def options(port: int) -> Options:
+    return Options(HOST, port, clients=6, senders=2, messages=50)
+
+
+async def test_every_delivery_is_counted_against_a_hub(nursery: trio.Nursery) -> None:
+    with trio.fail_after(30):
+        hub = await start_node(nursery, Config(name="hub", rate=0), HubRole(quiet=True))
+        result = await Bench(options(hub.port)).run()
+        # 2 senders x 50: each sender gets the other's 50, the 4 others all 100.
+        assert result.expected == 2 * 50 + 4 * 100
+        assert (result.received, result.lost, result.duplicates) == (result.expected, 0, 0)
+        assert result.samples > 0
+        assert result.deliveries_per_s > 0
+        await hub.stop()
+
+
+async def test_losses_and_duplicates_are_found(nursery: trio.Nursery) -> None:
+    with trio.fail_after(60):
+        lossy = await relay(nursery, lambda n, line: 0 if n % 10 == 0 else 1)
+        lost = await Bench(options(lossy)).run()
+        assert lost.lost > 0
+        assert lost.duplicates == 0
+        assert lost.received == lost.expected - lost.lost
+
+        doubling = await relay(nursery, lambda n, line: 2 if n % 10 == 0 else 1)
+        doubled = await Bench(options(doubling)).run()
+        assert doubled.duplicates > 0
+        assert doubled.lost == 0
+        nursery.cancel_scope.cancel()
+
+
+async def run_bench_command(port: int) -> tuple[int, str]:
+    command = [sys.executable, "-m", "chat", "bench", f"{HOST}:{port}"]
+    command += ["--clients", "4", "--senders", "1", "--messages", "20", "--json"]
+    done = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+    return done.returncode, done.stdout.decode()
+
+
+async def test_the_command_prints_one_json_line_and_exits_1_on_loss(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(60):
+        hub = await start_node(nursery, Config(name="hub", rate=0), HubRole(quiet=True))
+        code, out = await run_bench_command(hub.port)
+        assert code == 0, out
+        (line,) = out.splitlines()
+        figures = json.loads(line)
+        assert figures["expected"] == figures["received"] == 3 * 20
+        assert figures["lost"] == figures["duplicates"] == 0
+
+        lossy = await relay(nursery, lambda n, line: 0 if n == 5 else 1)
+        code, out = await run_bench_command(lossy)
+        assert code == 1
+        assert json.loads(out)["lost"] == 3  # message 5 reached none of the 3 readers
+        await hub.stop()
+        nursery.cancel_scope.cancel()
