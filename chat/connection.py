@@ -2,7 +2,7 @@
 
 A :class:`Connection` knows the wire format and the link-level timers
 (handshake, keepalive, dead link, stalled writer) but nothing of the node:
-frames it reads go to its :attr:`~Connection.on_frame` handler, bytes to
+frames it reads go to its :attr:`~Connection.handler`, bytes to
 send come in through :meth:`Connection.send`. Nobody else writes to the
 stream. The back-pressure policy is the :class:`~chat.outbox.Outbox`'s.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -27,12 +28,28 @@ BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
 log = logging.getLogger("chat")
 
 
-# Called for each frame read; answers how long to stop reading (flood control).
-FrameHandler = Callable[["Frame | TextLine"], float]
+class Handler(Protocol):
+    """Who a connection reports to: the node's first-frame step, then the
+    link or text session that it chose."""
+
+    def on_frame(self, frame: Frame | TextLine) -> float:
+        """A frame read; answers how long to stop reading (flood control)."""
+        ...
+
+    def on_drained(self) -> None:
+        """The writer emptied the outbox: room for more."""
+        ...
 
 
-def _ignore(frame: Frame | TextLine) -> float:
-    return 0.0
+class _Nobody:
+    def on_frame(self, frame: Frame | TextLine) -> float:
+        return 0.0
+
+    def on_drained(self) -> None:
+        pass
+
+
+NOBODY: Handler = _Nobody()
 
 
 class Connection:
@@ -57,10 +74,9 @@ class Connection:
         "closing",
         "decoder",
         "established",
+        "handler",
         "heard_at",
         "keepalive",
-        "on_drained",
-        "on_frame",
         "outbox",
         "outgoing",
         "remote",
@@ -90,14 +106,13 @@ class Connection:
         fd = sock.fileno() if sock is not None else None
         self.outbox = Outbox(max_frames, max_bytes, fd, flusher)
         self.outbox.start_writer = self._start_writer
-        # Who handles the frames read: the node's first-frame step, then
-        # the node link or text session that it chose.
-        self.on_frame: FrameHandler = _ignore
+        # Who handles the frames read. An object, not a callable: a bound
+        # method or partial kept per connection is some 100 bytes (W3).
+        self.handler: Handler = NOBODY
         # Set once the handshake is done; a plain-text client gets neither
         # pings nor the dead-link rule (it cannot pong).
         self.established = False
         self.keepalive = False
-        self.on_drained: Callable[[], None] | None = None
         self.closing: Closing | None = None  # why it ended; None while open
         self._closed: trio.Event | None = None  # made when first waited for
         self._final = b""
@@ -274,7 +289,7 @@ class Connection:
             for frame in frames:
                 if self.closing is not None:
                     return
-                pause = self.on_frame(frame)
+                pause = self.handler.on_frame(frame)
                 if pause > 0:
                     # Flood control: stop reading for a while; TCP pushes
                     # back on the sender (trio back-pressure, no buffering).
@@ -305,8 +320,8 @@ class Connection:
                     await self.stream.send_all(data)
                     self.writing_since = None
                     outbox.said_at = trio.current_time()
-                    if self.on_drained is not None and self.open and not outbox.size:
-                        self.on_drained()
+                    if self.closing is None and not outbox.size:
+                        self.handler.on_drained()
                 if outbox.closed and self._final:
                     final, self._final = self._final, b""
                     await self.stream.send_all(final)

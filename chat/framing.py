@@ -46,8 +46,9 @@ class Decoder:
         # parsing (its validity no longer matters: it is dropped anyway).
         self._seen = seen
         # The unterminated tail, which holds no newline: only bytes that
-        # arrive later are searched.
-        self._pending = bytearray()
+        # arrive later are searched. None when empty: most connections
+        # hold no partial line, and an empty bytearray is 56 bytes (W3).
+        self._pending: bytearray | None = None
         self.plain_text: bool | None = None  # None until the first byte
         self.error: ProtocolError | None = None
         # Bytes searched for a line end so far: the decoder's work, counted
@@ -57,7 +58,7 @@ class Decoder:
     @property
     def buffered(self) -> int:
         """Bytes held of an incomplete line."""
-        return len(self._pending)
+        return len(self._pending) if self._pending else 0
 
     def feed(self, data: bytes) -> Output:
         if self.error or not data:
@@ -77,7 +78,7 @@ class Decoder:
                 return out
             pending += data[: end + 1]
             line = bytes(pending)
-            pending.clear()
+            self._pending = None
             start = end + 1
             if not self._take(line, out):
                 return out
@@ -91,7 +92,8 @@ class Decoder:
         self.scanned += len(data) - start
         if len(data) - start > self._max:
             return self._fail("more than {} bytes arrived without a newline", out)
-        pending += data[start:]
+        if start < len(data):
+            self._pending = bytearray(data[start:])
         return out
 
     def close(self) -> Output:
@@ -109,7 +111,7 @@ class Decoder:
             out.append(self._line(line))
         except ProtocolError as exc:
             self.error = exc
-            self._pending.clear()
+            self._pending = None
             return False
         return True
 
@@ -129,5 +131,5 @@ class Decoder:
 
     def _fail(self, why: str, out: Output) -> Output:
         self.error = ProtocolError("frame_too_long", why.format(self._max))
-        self._pending.clear()
+        self._pending = None
         return out

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from chat.addr import join_addr
 from chat.connection import Connection
 from chat.flow import Backlog, FloodControl
-from chat.protocol import Hello
+from chat.protocol import Frame, Hello, TextLine
+
+
+class Owner(Protocol):
+    """What a link reports to (the node's :class:`~chat.links.Links`)."""
+
+    def link_frame(self, link: Link, frame: Frame | TextLine) -> float: ...
+
+    def link_drained(self, link: Link) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -20,6 +29,7 @@ class Link:
 
     conn: Connection
     flood: FloodControl
+    owner: Owner
     hello: Hello | None = None  # the remote's, once received (its ``have`` dropped)
     active: bool = False  # the one link to hello.node (§3)
     left: bool = False  # the remote node sent its own leave
@@ -32,6 +42,13 @@ class Link:
 
     def __post_init__(self) -> None:
         self.put = self.conn.outbox.put  # bound once: fan-out calls it per recipient
+        self.conn.handler = self
+
+    def on_frame(self, frame: Frame | TextLine) -> float:
+        return self.owner.link_frame(self, frame)
+
+    def on_drained(self) -> None:
+        self.owner.link_drained(self)
 
     @property
     def node(self) -> str:

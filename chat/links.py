@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 
 import trio
 
@@ -88,8 +87,7 @@ class Links:
             seen=self._seen,
         )
         flood = FloodControl(config.rate, config.burst, config.link_rate, config.patience)
-        link = Link(conn, flood)
-        conn.on_frame = partial(self._first_frame, link)
+        link = Link(conn, flood, self)
         self.connections[conn] = link
         self.opened += 1
         self.changes.notify()
@@ -115,6 +113,15 @@ class Links:
 
     def _seen(self, origin: str, seq: int) -> bool:
         return not self.router.is_new(origin, seq)
+
+    def link_frame(self, link: Link, frame: Frame | TextLine) -> float:
+        """A frame on ``link``: its first, or one on an established link."""
+        if link.active:
+            return self._on_frame(link, frame)
+        return self._first_frame(link, frame)
+
+    def link_drained(self, link: Link) -> None:
+        self.router.refill(link)
 
     def _first_frame(self, link: Link, frame: Frame | TextLine) -> float:
         """The first frame decides what a connection is: a node or a person (§3, §9)."""
@@ -160,8 +167,6 @@ class Links:
             existing.active = False  # closing it is no departure
             existing.conn.finish(Closing(Reason.DUPLICATE))
         conn.established = conn.keepalive = True
-        conn.on_drained = partial(self.router.refill, link)
-        conn.on_frame = partial(self._on_frame, link)
         link.active = True
         self.router.neighbours[hello.node] = link
         self.router.catch_up(link, hello.have)

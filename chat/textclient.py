@@ -120,7 +120,7 @@ class TextSession:
         """
         conn = self.conn
         conn.established = True
-        conn.on_frame = self.on_frame
+        conn.handler = self
         action = parse(first_line)
         if isinstance(action, Command) and action.name == "nick" and not name_problem(action.arg):
             self.author.name, first_line = action.arg, ""
@@ -140,6 +140,9 @@ class TextSession:
             return 0.0
         self.handle(frame.text)
         return pause
+
+    def on_drained(self) -> None:
+        """Nothing waits for room: a text client's lines are never held back."""
 
     def handle(self, line: str) -> None:
         """Act on one line the client sent: a command or a message."""

@@ -20,7 +20,23 @@ from chat.config import Timing
 from chat.connection import Connection
 from chat.lifecycle import Closing, Reason
 from chat.outbox import Flusher, Outbox
-from chat.protocol import Error, Ping, TextLine, encode
+from chat.protocol import Error, Frame, Ping, TextLine, encode
+
+
+class Recorder:
+    """A connection's handler that keeps the frames read and notes drains."""
+
+    def __init__(self) -> None:
+        self.frames: list[object] = []
+        self.drained = trio.Event()
+
+    def on_frame(self, frame: Frame | TextLine) -> float:
+        self.frames.append(frame)
+        return 0.0
+
+    def on_drained(self) -> None:
+        self.drained.set()
+
 
 # --------------------------------------------------------------------------
 # The outbox alone
@@ -98,8 +114,9 @@ async def test_what_the_kernel_refuses_goes_to_a_writer_that_drains_it(
         remote.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         flusher = Flusher()
         conn = Connection(stream, None, outgoing=False, flusher=flusher, max_bytes=8 << 20)
-        drained = trio.Event()
-        conn.on_drained = drained.set
+        recorder = Recorder()
+        conn.handler = recorder
+        drained = recorder.drained
         nursery.start_soon(conn.serve, nursery)
         await trio.testing.wait_all_tasks_blocked()  # serving: a writer can be started
         payload = b"x" * 65535 + b"\n"
@@ -186,8 +203,9 @@ async def test_lockstep_writer_hands_over_a_batch_at_a_time(nursery: trio.Nurser
         # Lockstep: each send_all waits for the reader, as a slow remote makes it.
         ours, theirs = trio.testing.lockstep_stream_pair()
         conn = Connection(theirs, None, outgoing=True)
-        drained = trio.Event()
-        conn.on_drained = drained.set
+        recorder = Recorder()
+        conn.handler = recorder
+        drained = recorder.drained
         nursery.start_soon(conn.serve, nursery)
         for i in range(3):
             conn.send(encode(Ping(i)))
@@ -206,13 +224,9 @@ async def test_frames_read_go_to_the_handler_and_errors_close_in_the_remotes_dia
     with trio.fail_after(10):
         ours, theirs = trio.testing.memory_stream_pair()
         conn = Connection(theirs, None, outgoing=False)
-        seen: list[object] = []
-
-        def handler(frame: object) -> float:
-            seen.append(frame)
-            return 0.0
-
-        conn.on_frame = handler
+        recorder = Recorder()
+        conn.handler = recorder
+        seen = recorder.frames
         nursery.start_soon(conn.serve, nursery)
         await ours.send_all(b"hello there\r\nsecond")
         await ours.send_all(b"\n" + b"x" * 70000)  # an endless line: frame_too_long
