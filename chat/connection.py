@@ -315,16 +315,10 @@ class Connection:
         scope = self._writer_scope = trio.CancelScope()
         try:
             with scope:
-                while data := outbox.take(BATCH_BYTES):
-                    self.writing_since = trio.current_time()
-                    await self.stream.send_all(data)
-                    self.writing_since = None
-                    outbox.said_at = trio.current_time()
-                    if self.closing is None and not outbox.size:
-                        self.handler.on_drained()
-                if outbox.closed and self._final:
-                    final, self._final = self._final, b""
-                    await self.stream.send_all(final)
+                if outbox.fd is not None:
+                    await self._write_socket(outbox.fd)
+                else:
+                    await self._write_stream()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if self.closing is None:
                 self.finish(_reset(exc))
@@ -336,6 +330,44 @@ class Connection:
             self.writing_since = None
             outbox.busy = False
             flushed.set()
+
+    async def _write_socket(self, fd: int) -> None:
+        """Write what the kernel would not take at once, as it takes it."""
+        outbox = self.outbox
+        while len(outbox):
+            self.writing_since = trio.current_time()
+            await trio.lowlevel.wait_writable(fd)
+            try:
+                emptied = outbox.write_to(fd)
+            except BlockingIOError:
+                continue
+            self.writing_since = None
+            outbox.said_at = trio.current_time()
+            if emptied and self.closing is None:
+                self.handler.on_drained()
+        if outbox.closed and self._final:
+            final, self._final = self._final, b""
+            while final:
+                self.writing_since = trio.current_time()
+                await trio.lowlevel.wait_writable(fd)
+                try:
+                    final = final[os.write(fd, final) :]
+                except BlockingIOError:
+                    continue
+
+    async def _write_stream(self) -> None:
+        """The same for streams without a socket (memory streams, TLS)."""
+        outbox = self.outbox
+        while data := outbox.take(BATCH_BYTES):
+            self.writing_since = trio.current_time()
+            await self.stream.send_all(data)
+            self.writing_since = None
+            outbox.said_at = trio.current_time()
+            if self.closing is None and not outbox.size:
+                self.handler.on_drained()
+        if outbox.closed and self._final:
+            final, self._final = self._final, b""
+            await self.stream.send_all(final)
 
 
 def _reset(exc: BaseException) -> Closing:

@@ -135,7 +135,10 @@ class Dialler:
                 try:
                     with trio.fail_after(self.timeout):
                         stream = await self._open(host, port)
-                except (OSError, trio.TooSlowError) as exc:
+                except Exception as exc:
+                    # Resolving and connecting raise more than OSError (an
+                    # IDNA UnicodeError, a library's own): none of it may
+                    # reach the node. Cancellation is not an Exception.
                     failures += 1
                     settle()
                     if not persistent and failures >= LEARNED_TRIES:

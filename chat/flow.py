@@ -1,4 +1,4 @@
-"""Per-link flow, without I/O: flood budgets and the backlog of a full outbox.
+"""Per-link flow, without I/O: flood budgets, and a lagging link's place in history.
 
 Plain classes driven by the node with time passed in, unit-tested without
 trio. The policies are written down in docs/PROTOCOL.md ("Flood control",
@@ -7,10 +7,10 @@ trio. The policies are written down in docs/PROTOCOL.md ("Flood control",
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Mapping
 
 from chat.protocol import ProtocolError
+from chat.state import History
 
 
 class TokenBucket:
@@ -78,53 +78,57 @@ class FloodControl:
         return pause
 
 
-EventKey = tuple[str, int]
+class Cursor:
+    """Where a link is in the history while it cannot take everything at once.
 
-
-class Backlog:
-    """Keys of events that did not fit a link's outbox, oldest first.
-
-    Order per origin must hold on each link: once anything waits here,
-    everything after it waits here too. Only keys are kept; the bytes are
-    looked up in the history when the writer drains (:meth:`refill`), so a
-    slow reader costs a few bytes per event, not a copy of each. At most
-    ``limit`` keys are kept (the history's size: anything older has left it
-    anyway); the oldest go first, and the receiver reports the gap.
+    Order per origin must hold on each link: once anything waits, all that
+    comes after it waits too. Rather than a queue of its own, a link that
+    fell behind (a full outbox, or the catch-up of a newcomer) keeps a
+    number into the history and is refilled from there as its writer
+    drains (:meth:`refill`): a slow reader costs a few bytes, however far
+    behind it is. Events that left the history meanwhile are skipped (the
+    receiver reports the gap). Skipped too: events from the link itself
+    (``serial``, flooding never sends an event back), those of the remote
+    node, and with ``have`` (a newcomer's catch-up, §3) what it has.
     """
 
-    __slots__ = ("_keys", "limit")
+    __slots__ = ("have", "next", "node", "serial")
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._keys: deque[EventKey] = deque()
+    def __init__(
+        self, start: int, *, serial: int, node: str, have: Mapping[str, int] | None = None
+    ) -> None:
+        self.next = start
+        self.serial = serial
+        self.node = node
+        self.have = have
 
-    def __len__(self) -> int:
-        return len(self._keys)
+    def _pending(self, history: History, start: int) -> Iterator[tuple[int, bytes]]:
+        have = self.have
+        for number in range(max(start, history.first), history.end):
+            item = history.item(number)
+            if item is None:
+                continue
+            event, source = item
+            if source == self.serial or event.origin == self.node:
+                continue
+            if have is not None and event.seq <= have.get(event.origin, 0):
+                continue
+            yield number, event.raw
 
-    def add(self, key: EventKey) -> None:
-        if len(self._keys) >= self.limit:
-            self._keys.popleft()
-        self._keys.append(key)
-
-    def refill(
-        self, lookup: Callable[[EventKey], bytes | None], put: Callable[[bytes], bool]
-    ) -> bool:
-        """Move events to the outbox with ``put`` while it takes them.
-
-        Keys whose event left the history are skipped. True once empty.
-        """
-        keys = self._keys
-        while keys:
-            raw = lookup(keys[0])
-            if raw is not None and not put(raw):
+    def refill(self, history: History, put: Callable[[bytes], bool]) -> bool:
+        """Put what the link lacks while ``put`` takes it; True once caught up."""
+        for number, raw in self._pending(history, self.next):
+            if not put(raw):
+                self.next = number
                 return False
-            keys.popleft()
+        self.next = history.end
         return True
 
-    def drain(self, lookup: Callable[[EventKey], bytes | None]) -> Iterable[bytes]:
-        """Everything still waiting, as bytes, emptying the backlog."""
-        keys, self._keys = self._keys, deque()
-        for key in keys:
-            raw = lookup(key)
-            if raw is not None:
-                yield raw
+    def rest(self, history: History, budget: int) -> bytes:
+        """What is still to send, as bytes: its most recent ``budget`` bytes."""
+        pending = [raw for _, raw in self._pending(history, self.next)]
+        total, start = 0, len(pending)
+        while start > 0 and total + len(pending[start - 1]) <= budget:
+            start -= 1
+            total += len(pending[start])
+        return b"".join(pending[start:])

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from chat.addr import join_addr
 from chat.connection import Connection
-from chat.flow import Backlog, FloodControl
+from chat.flow import Cursor, FloodControl
 from chat.protocol import Frame, Hello, TextLine
+
+_serials = itertools.count(1)  # 0 is "created here"
 
 
 class Owner(Protocol):
@@ -33,9 +36,11 @@ class Link:
     hello: Hello | None = None  # the remote's, once received (its ``have`` dropped)
     active: bool = False  # the one link to hello.node (§3)
     left: bool = False  # the remote node sent its own leave
-    # Keys of events that did not fit the outbox; None until needed (most
-    # links never need one).
-    backlog: Backlog | None = None
+    errors: int = 0  # error frames received: a second one closes the link
+    # Where it is in the history while it cannot take everything at once
+    # (catch-up, a full outbox); None when it is up to date (chat.flow).
+    cursor: Cursor | None = None
+    serial: int = field(default_factory=lambda: next(_serials))  # names it in the history
     catch_up_seq: int = 0  # the remote's own seq when it said hello: later ones are new
     on_up: Callable[[], None] | None = None  # the dialler's, told when the handshake completes
     put: Callable[[bytes], bool] = field(init=False)

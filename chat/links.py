@@ -192,13 +192,19 @@ class Links:
                     link.left = True
                 self.router.receive(link, frame)
                 return pause
-            pause = link.flood.admit(False, now)
+            # An error is the remote's own speech: the small budget.
+            pause = link.flood.admit(isinstance(frame, Error), now)
             if isinstance(frame, Ping):
                 link.conn.send_frame(Pong(frame.nonce))
             elif isinstance(frame, Peers):
                 self.role.on_peers(link, frame)
             elif isinstance(frame, Error):
+                # The sender closes after an error (§7); one that keeps
+                # talking and errs again is closed here, not heard forever.
+                link.errors += 1
                 self.role.on_error(link, frame)
+                if link.errors > 1:
+                    link.conn.finish(Closing(Reason.REFUSED, f"a second error: {frame.code}"))
             # Pong: arriving was all it had to do. Hello again, Unknown: ignored.
             return pause
         except ProtocolError as exc:

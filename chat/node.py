@@ -148,7 +148,7 @@ class Node:
     async def _close_all(self) -> None:
         error = self._final_error
         for peer in list(self.connections.values()):
-            # What waits in the backlog (our leave among it) goes out after
+            # What a lagging link still lacks (our leave among it) goes out after
             # the outbox, not through it: the outbox may be full.
             rest = self.router.unsent(peer) if isinstance(peer, Link) else b""
             if error is not None:

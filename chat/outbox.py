@@ -4,7 +4,7 @@ Back-pressure policy (docs/PROTOCOL.md, "Back-pressure"): putting never
 waits. An :class:`Outbox` holds at most ``max_frames`` frames and
 ``max_bytes`` bytes; when it is full ``put`` answers False and the caller
 keeps what it could not queue (the node keeps event keys in a
-:class:`chat.flow.Backlog`). What is queued is written straight to the
+:class:`chat.flow.Cursor` into the history). What is queued is written straight to the
 socket when no write is under way; only what the kernel will not take at
 once is left to a writer task, started on demand.
 """
@@ -18,6 +18,7 @@ import trio
 
 OUTBOX_FRAMES = 1024
 OUTBOX_BYTES = 2 * 1024 * 1024
+IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX"))  # buffers one writev may take
 
 
 class Flusher:
@@ -130,18 +131,35 @@ class Outbox:
             return
         if self.fd is not None:
             self.said_at = now
-            data = b"".join(frames) if len(frames) > 1 else frames[0]
             try:
-                sent = os.write(self.fd, data)
+                if self.write_to(self.fd):
+                    return
             except OSError:
-                sent = 0  # would block, or broken: the writer finds out which
-            self.size -= sent
-            if sent == len(data):
-                frames.clear()
-                return
-            frames[:] = [data[sent:]]
+                pass  # would block, or broken: the writer finds out which
         self.busy = True
         self.start_writer()
+
+    def write_to(self, fd: int) -> bool:
+        """Hand the kernel what it takes now; True once nothing is left.
+
+        ``os.writev`` takes the frames as they are, so a slow reader's
+        outbox holds references to bytes shared with the history and the
+        other outboxes, never a joined copy: at most one frame's rest is
+        copied when the kernel takes part of it.
+        """
+        frames = self._frames
+        sent = os.writev(fd, frames if len(frames) <= IOV_MAX else frames[:IOV_MAX])
+        self.size -= sent
+        done = 0
+        for frame in frames:
+            if sent < len(frame):
+                break
+            sent -= len(frame)
+            done += 1
+        del frames[:done]
+        if sent:
+            frames[0] = frames[0][sent:]
+        return not frames
 
     def take(self, max_bytes: int) -> bytes:
         """What is queued, up to about ``max_bytes``, as one string (b"" if empty)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from chat.addr import split_addr
+from chat.addr import dialable_ip, split_addr
 from chat.link import Link
 from chat.protocol import Event, PeerInfo, Peers
 from chat.role import NodeView, Role
@@ -56,7 +56,9 @@ class PeerRole(Role):
             if self.peer_count() + node.learned_dialling >= self.degree:
                 return
             where = split_addr(info.addr)
-            if where is not None and node.connect(*where, persistent=False, expect=info.node):
+            if where is None or not dialable_ip(where[0]):
+                continue  # only IP literals are anyone's address (§7)
+            if node.connect(*where, persistent=False, expect=info.node):
                 log.info("dialling %s at %s (learned from %s)", info.name, info.addr, link.name)
 
     # ------------------------------------------------------------ lifecycle

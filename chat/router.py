@@ -17,12 +17,15 @@ import trio
 
 from chat.author import Author
 from chat.changes import Changes
-from chat.flow import Backlog
+from chat.flow import Cursor
 from chat.link import Link
 from chat.members import Entry, Membership
 from chat.protocol import Event, EventKind
 from chat.state import Delivery, History, Sequencer
 from chat.textclient import TextAudience
+
+CATCH_UP_BYTES = 4 << 20  # catch-up sent to a newcomer at most (its most recent part)
+LAST_WORDS_BYTES = 1 << 20  # what a lagging link is still sent when this node leaves
 
 Sink = Callable[[Entry], None]
 EventHook = Callable[[Link | None, Event], None]
@@ -53,8 +56,7 @@ class Router:
         deliveries = self.sequencer.accept(event, trio.current_time())
         if deliveries is None:
             return  # seen before
-        self.history.add(event)
-        self._flood(event, link)
+        self._flood(event, self.history.add(event, link.serial), link)
         self.on_event(link, event)
         if deliveries:
             self.deliver(deliveries)
@@ -66,8 +68,7 @@ class Router:
         """Create an event of ``author``'s: encode once, record, flood, show."""
         event = author.make(kind, time.time(), **extra)
         self.sequencer.record_own(author.id, author.seq)
-        self.history.add(event)
-        self._flood(event, None)
+        self._flood(event, self.history.add(event), None)
         self.on_event(None, event)
         self.deliver([event])
         return event
@@ -79,39 +80,47 @@ class Router:
     # ------------------------------------------------------------ sending
 
     def catch_up(self, link: Link, have: Mapping[str, int]) -> None:
-        """Send ``link`` every event of the history its ``have`` lacks (§6)."""
-        for event in self.history.missing_for(have, skip_origin=link.node):
-            self.send(link, event)
+        """Send ``link`` what its ``have`` lacks of the history, oldest first (§6).
 
-    def _flood(self, event: Event, came_from: Link | None) -> None:
+        At most ``CATCH_UP_BYTES`` of it: a newcomer that lacks more gets
+        the most recent part. The rest of the history follows as the
+        writer drains (a cursor, not a copy).
+        """
+        node, serial = link.node, link.serial
+
+        def wanted(event: Event, source: int) -> bool:
+            return (
+                source != serial and event.origin != node and event.seq > have.get(event.origin, 0)
+            )
+
+        start = self.history.recent_start(CATCH_UP_BYTES, wanted)
+        link.cursor = Cursor(start, serial=serial, node=node, have=have)
+        self.refill(link)
+
+    def _flood(self, event: Event, number: int | None, came_from: Link | None) -> None:
         # The hot path of a relay: one put per recipient of the bytes as
         # received, no per-recipient object, task or call chain.
         raw = event.raw
         for link in self.neighbours.values():
-            if link is not came_from and (link.backlog or not link.put(raw)):
-                self._defer(link, event)
+            if link is not came_from and (link.cursor is not None or not link.put(raw)):
+                self._defer(link, number)
 
-    def send(self, link: Link, event: Event) -> None:
-        if link.backlog or not link.put(event.raw):
-            self._defer(link, event)
-
-    def _defer(self, link: Link, event: Event) -> None:
-        if link.backlog is None:
-            link.backlog = Backlog(self.history.size)
-        link.backlog.add(event.key)
+    def _defer(self, link: Link, number: int | None) -> None:
+        """The event numbered ``number`` did not fit: ``link`` falls behind."""
+        if link.cursor is None:
+            start = self.history.end if number is None else number  # None: not kept, lost
+            link.cursor = Cursor(start, serial=link.serial, node=link.node)
 
     def refill(self, link: Link) -> None:
-        """The writer caught up: move backlog events from history to the outbox."""
-        if link.backlog is not None and link.backlog.refill(self.history.raw, link.conn.send):
-            link.backlog = None
+        """The writer caught up: move what the link lacks from history to its outbox."""
+        cursor = link.cursor
+        if cursor is not None and cursor.refill(self.history, link.conn.send):
+            link.cursor = None
 
     def unsent(self, link: Link) -> bytes:
-        """What waits in ``link``'s backlog, as bytes, emptying it."""
-        if link.backlog is None:
-            return b""
-        rest = b"".join(link.backlog.drain(self.history.raw))
-        link.backlog = None
-        return rest
+        """What ``link`` still lacks (its most recent part), as bytes; it is up to date then."""
+        cursor, link.cursor = link.cursor, None
+        return b"" if cursor is None else cursor.rest(self.history, LAST_WORDS_BYTES)
 
     # ------------------------------------------------------------ showing
 

@@ -5,7 +5,7 @@
 127.0.0.1 port 0 (or not at all: tests then hand it memory streams with
 :meth:`Node.add_stream`), and returns a :class:`NodeHandle`. The handle
 records every :class:`~chat.members.Entry` the node shows and the largest
-outbox and backlog each connection ever had (the back-pressure bound); it
+outbox and lag each connection ever had (the back-pressure bound); it
 waits on :attr:`Node.changes`, which the node notifies whenever a
 connection, a link, an event or a line comes or goes. :class:`Group` is a
 set of nodes and clients that leave together at the end of a test.
@@ -48,7 +48,7 @@ class Peak:
     """The most a connection ever held queued at the node."""
 
     queued_bytes: int = 0  # bytes in its outbox
-    backlog: int = 0  # event keys waiting for a refill
+    backlog: int = 0  # events of the history it lagged behind (its cursor)
 
 
 @dataclass(eq=False)
@@ -67,13 +67,16 @@ class NodeHandle:
         return self.node.id
 
     def record(self, entry: Entry) -> None:
-        # Shown right after the event went to every outbox (or backlog):
+        # Shown right after the event went to every outbox (or cursor):
         # the moment the queues are at their fullest.
         for conn, peer in self.node.connections.items():
             peak = self.peaks.setdefault(conn, Peak())
             peak.queued_bytes = max(peak.queued_bytes, conn.queued_bytes)
             if isinstance(peer, Link):
-                peak.backlog = max(peak.backlog, len(peer.backlog or ()))
+                history = self.node.history
+                if peer.cursor is not None:
+                    behind = history.end - max(peer.cursor.next, history.first)
+                    peak.backlog = max(peak.backlog, behind)
         self.entries.append(entry)
 
     def forget(self) -> None:

@@ -71,6 +71,7 @@ TOO_LONG = "frame_too_long"
 UNSUPPORTED = "unsupported_protocol"
 MAYBE = "ok or bad_frame"  # deep nesting a parser may refuse; a possible duplicate
 OPEN = "open"  # the connection stays open: the probe ping gets its pong
+CLOSED = "closed"  # closed without a word: a second error frame (links.py)
 
 KNOWN_TYPES = EVENT_TYPES | {"hello", "peers", "ping", "pong", "error"}
 DEEP = 200  # nesting up to this depth must parse; deeper may be refused
@@ -517,8 +518,13 @@ class Case:
         lines = []
         verdicts = []
         sent: set[tuple[str, int]] = set()
+        errors = 0
         for i, line in enumerate(self.lines):
             data, verdict = line.render(slots, i == 0)
+            if verdict == OK and i > 0 and line.fields and line.fields.get("type") == "error":
+                errors += 1
+                if errors == 2:
+                    verdict = CLOSED  # the node closes a link that errs twice
             if (head := EVENT_HEAD.match(data)) and len(head[2]) <= 100:
                 key = (head[1].decode("utf-8", "replace"), int(head[2]))
                 if verdict != OK and (key in sent or seen(*key)):
@@ -615,6 +621,8 @@ async def run_json_case(client: Client, case: Rendered, probe: str) -> str:
         await client.ended.wait()
         assert not any(isinstance(f, Error) for f in client.frames), client.frames
         return OPEN
+    if not errors and CLOSED in case.outcomes:
+        return CLOSED  # it erred twice: closed without a word
     # Closed: the error is the node's last word, and there is one.
     assert errors == [len(frames) - 1], frames
     last = frames[-1]

@@ -1,15 +1,17 @@
-"""The pure rules, without trio: link decisions, budgets and backlogs.
+"""The pure rules, without trio: link decisions, budgets and a lagging link's cursor.
 
 :mod:`chat.lifecycle` decides what happens to links and :mod:`chat.flow`
-keeps budgets and backlogs; both take values (and time as a number) and
+keeps budgets and cursors; both take values (and time as a number) and
 answer values, so every case is a table here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from chat.flow import Backlog, FloodControl, TokenBucket
+from chat.flow import Cursor, FloodControl, TokenBucket
 from chat.lifecycle import (
     Closing,
     Departure,
@@ -19,7 +21,8 @@ from chat.lifecycle import (
     judge_hello,
     node_departure,
 )
-from chat.protocol import ProtocolError
+from chat.protocol import Event, ProtocolError, make_event
+from chat.state import History
 
 SMALL, LARGE = "1" * 32, "9" * 32
 
@@ -151,40 +154,92 @@ def test_flood_control_cuts_off_after_patience_over_the_limit() -> None:
 
 
 # --------------------------------------------------------------------------
-# The backlog of a full outbox
+# A lagging link's cursor into the history
 
 
-def test_backlog_keeps_the_newest_keys_up_to_its_limit() -> None:
-    backlog = Backlog(limit=3)
+def collect(into: list[bytes]) -> Callable[[bytes], bool]:
+    """An outbox that takes everything, into ``into``."""
+
+    def put(raw: bytes) -> bool:
+        into.append(raw)
+        return True
+
+    return put
+
+
+def ev(origin: str, seq: int, text: str = "") -> Event:
+    return make_event("msg", origin, seq, 1.0, "n", text=text or f"{origin[:1]}{seq}")
+
+
+def test_cursor_refills_in_order_skipping_the_links_own_and_what_it_has() -> None:
+    history = History(100)
+    mine, other, remote = "a" * 32, "b" * 32, "c" * 32
+    history.add(ev(other, 1))  # 0
+    history.add(ev(mine, 1), source=7)  # 1: came from the link itself
+    history.add(ev(remote, 1))  # 2: the remote's own
+    history.add(ev(other, 2))  # 3
+    history.add(ev(other, 3))  # 4
+    cursor = Cursor(0, serial=7, node=remote, have={other: 2})
+    taken: list[bytes] = []
+    assert cursor.refill(history, collect(taken))
+    assert taken == [ev(other, 3).raw]
+    assert cursor.next == history.end
+
+
+def test_cursor_stops_when_the_outbox_is_full_and_resumes_there() -> None:
+    history = History(100)
+    origin = "a" * 32
     for seq in range(1, 6):
-        backlog.add(("a", seq))
-    assert len(backlog) == 3
-    held = {("a", seq): f"e{seq}".encode() for seq in range(1, 6)}
-    assert list(backlog.drain(held.get)) == [b"e3", b"e4", b"e5"]
-    assert len(backlog) == 0
-
-
-def test_backlog_refill_stops_when_the_outbox_is_full_and_skips_what_history_lost() -> None:
-    backlog = Backlog(limit=10)
-    for seq in range(1, 6):
-        backlog.add(("a", seq))
-    history = {("a", seq): f"e{seq}".encode() for seq in (1, 2, 4, 5)}  # 3 left the history
+        history.add(ev(origin, seq))
+    cursor = Cursor(0, serial=1, node="")
     taken: list[bytes] = []
 
-    def put(data: bytes) -> bool:
+    def put(raw: bytes) -> bool:
         if len(taken) == 2:
             return False
-        taken.append(data)
+        taken.append(raw)
         return True
 
-    assert not backlog.refill(history.get, put)  # full after two
-    assert taken == [b"e1", b"e2"]
+    assert not cursor.refill(history, put)
+    assert taken == [ev(origin, 1).raw, ev(origin, 2).raw]
     taken.clear()
+    assert cursor.refill(history, collect(taken))
+    assert taken == [ev(origin, seq).raw for seq in (3, 4, 5)]
 
-    def take_all(data: bytes) -> bool:
-        taken.append(data)
-        return True
 
-    assert backlog.refill(history.get, take_all)
-    assert taken == [b"e4", b"e5"]  # 3 skipped, order kept
-    assert len(backlog) == 0
+def test_cursor_skips_what_left_the_history_and_the_rest_is_bounded() -> None:
+    history = History(3)
+    origin = "a" * 32
+    cursor = Cursor(0, serial=1, node="")
+    for seq in range(1, 7):
+        history.add(ev(origin, seq))  # 1..3 leave
+    assert cursor.rest(history, budget=10**6) == b"".join(ev(origin, s).raw for s in (4, 5, 6))
+    last = ev(origin, 6).raw
+    assert cursor.rest(history, budget=len(last)) == last  # the most recent part
+
+
+def test_history_is_bounded_in_events_and_in_bytes() -> None:
+    origin = "a" * 32
+    big = ev(origin, 1, "x" * 1000)
+    history = History(10, max_bytes=3 * len(big.raw))
+    for seq in range(1, 8):
+        history.add(ev(origin, seq, "x" * 1000))
+    assert len(history) == 3
+    assert history.bytes <= history.max_bytes
+    assert [e.seq for e in history] == [5, 6, 7]
+    assert history.add(ev(origin, 9, "x" * 4000)) is None  # larger than the whole cap
+    small = History(2, max_bytes=10**6)
+    for seq in range(1, 5):
+        small.add(ev(origin, seq))
+    assert [e.seq for e in small] == [3, 4]
+
+
+def test_recent_start_gives_a_newcomer_the_most_recent_part() -> None:
+    origin = "a" * 32
+    history = History(100)
+    for seq in range(1, 11):
+        history.add(ev(origin, seq, "x" * 100))
+    size = len(ev(origin, 10, "x" * 100).raw)
+    start = history.recent_start(3 * size, lambda event, source: True)
+    assert start == history.end - 3
+    assert history.recent_start(10**6, lambda event, source: True) == history.first
