@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chat.state import HISTORY_BYTES
+
 
 @dataclass(frozen=True, slots=True)
 class Timing:
@@ -22,6 +24,7 @@ class Config:
 
     name: str
     history: int = 1000  # events kept for catch-up (§6)
+    history_bytes: int = HISTORY_BYTES  # and at most this many bytes of them
     degree: int = 8  # peers to dial by peer exchange (§7)
     timing: Timing = field(default_factory=Timing)
     hold_back: float = 5.0  # seconds a gap may stay open (§5)

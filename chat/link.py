@@ -42,6 +42,7 @@ class Link:
     cursor: Cursor | None = None
     serial: int = field(default_factory=lambda: next(_serials))  # names it in the history
     catch_up_seq: int = 0  # the remote's own seq when it said hello: later ones are new
+    catch_up_left: int = 0  # own events still allowed as catch-up (the large budget)
     on_up: Callable[[], None] | None = None  # the dialler's, told when the handshake completes
     put: Callable[[bytes], bool] = field(init=False)
 

@@ -54,6 +54,7 @@ from chat.textclient import TextSession
 log = logging.getLogger("chat")
 
 Peer = Link | TextSession  # what an open connection serves
+OWN_CATCH_UP = 1000  # a node's own old events it may send as catch-up, on the large budget
 
 
 class Links:
@@ -170,7 +171,13 @@ class Links:
         link.active = True
         self.router.neighbours[hello.node] = link
         self.router.catch_up(link, hello.have)
-        link.catch_up_seq = hello.have.get(hello.node, 0)
+        # Its own events it says it has and we lack come as catch-up, on
+        # the large budget: no more of them than we lack, nor than
+        # OWN_CATCH_UP, whatever the hello claims (a claim of 10**12 would
+        # otherwise buy every later event the large budget).
+        link.catch_up_seq = claimed = hello.have.get(hello.node, 0)
+        lacking = max(0, claimed - self.router.sequencer.have(hello.node))
+        link.catch_up_left = min(lacking, OWN_CATCH_UP, self.router.history.size)
         link.hello = replace(hello, have={})  # up to 1000 entries: not kept per link
         if link.on_up is not None:
             link.on_up()
@@ -186,7 +193,10 @@ class Links:
                 # The remote's own new events draw on its small budget; what
                 # it forwards (and its own catch-up, which its hello's have
                 # already counted) on the large one.
-                own = frame.origin == link.node and frame.seq > link.catch_up_seq
+                own = frame.origin == link.node
+                if own and frame.seq <= link.catch_up_seq and link.catch_up_left > 0:
+                    link.catch_up_left -= 1
+                    own = False
                 pause = link.flood.admit(own, now)
                 if frame.kind == "leave" and frame.origin == link.node:
                     link.left = True

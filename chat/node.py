@@ -53,6 +53,7 @@ class Node:
         router = self.router = Router(
             self.me,
             history=config.history,
+            history_bytes=config.history_bytes,
             hold_back=config.hold_back,
             sink=sink or (lambda entry: None),
             on_event=self._on_event,

@@ -12,7 +12,7 @@ once is left to a writer task, started on demand.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -105,6 +105,10 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._frames)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The frames queued, oldest first (the same bytes objects as put)."""
+        return iter(self._frames)
 
     def put(self, data: bytes) -> bool:
         """Queue ``data``; False if closed or full (one frame always fits)."""

@@ -22,6 +22,11 @@ from chat.addr import split_addr
 
 PROTO: Final = 1
 MAX_FRAME: Final = 65536  # bytes of one frame, newline included (§1)
+# Bytes of one event, newline included: the largest legitimate event (4096
+# characters of text at up to 6 bytes each, ESC written \u001b, and the
+# fixed fields) with room to spare. An event past it is padding that would
+# be stored and relayed to everyone: refused as frame_too_long.
+MAX_EVENT: Final = 32768
 MAX_TEXT: Final = 4096  # characters of a message text (§4)
 MAX_NAME: Final = 32  # characters of a display name (§2)
 MAX_HAVE: Final = 1000  # origins listed in a hello's ``have`` (§3)
@@ -344,7 +349,10 @@ def parse_frame(line: bytes) -> Frame:
     if not isinstance(kind, str):
         raise _bad("field 'type' must be a string")
     if kind in EVENT_TYPES:
-        return _parse_event(kind, obj, body + b"\n")  # type: ignore[arg-type]
+        event = _parse_event(kind, obj, body + b"\n")  # type: ignore[arg-type]
+        if len(body) >= MAX_EVENT:  # checked once well-formed: bad_frame comes first
+            raise ProtocolError("frame_too_long", f"an event is at most {MAX_EVENT} bytes")
+        return event
     if kind == "hello":
         return _parse_hello(obj)
     if kind == "peers":

@@ -35,13 +35,20 @@ class Router:
     """The events of one node and the links they go out on."""
 
     def __init__(
-        self, me: Author, *, history: int, hold_back: float, sink: Sink, on_event: EventHook
+        self,
+        me: Author,
+        *,
+        history: int,
+        history_bytes: int,
+        hold_back: float,
+        sink: Sink,
+        on_event: EventHook,
     ) -> None:
         self.me = me
         self.sink = sink
         self.on_event = on_event  # the role's hook, for every new event
         self.sequencer = Sequencer(hold_back=hold_back)
-        self.history = History(history)
+        self.history = History(history, history_bytes)
         self.members = Membership()
         self.neighbours: dict[str, Link] = {}  # node id -> the one active link to it
         self.audience = TextAudience()  # plain-text clients that have not left

@@ -180,6 +180,39 @@ async def start_node(
     return handle
 
 
+# --------------------------------------------------------------------------
+# Clients that have joined
+
+
+async def chatter(
+    nursery: trio.Nursery, port: int, name: str, *, keep_msgs: bool = True
+) -> WireClient:
+    """A client that has said hello and join, its reader running in ``nursery``."""
+    client = await WireClient.connect(port, name, keep_msgs=keep_msgs)
+    await client.handshake()
+    await client.send(client.event("join").raw)
+    nursery.start_soon(client.read_all)
+    return client
+
+
+def memory_client(handle: NodeHandle, name: str, *, lockstep: bool = False) -> WireClient:
+    """A client on a memory stream served by ``handle``'s node (stamped arrivals)."""
+    pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+    ours, theirs = pair()
+    handle.node.add_stream(theirs, outgoing=False)
+    return WireClient(ours, name, stamps=True)
+
+
+async def memory_chatter(
+    nursery: trio.Nursery, handle: NodeHandle, name: str, *, lockstep: bool = False
+) -> WireClient:
+    client = memory_client(handle, name, lockstep=lockstep)
+    await client.handshake()
+    await client.send(client.event("join").raw)
+    nursery.start_soon(client.read_all)
+    return client
+
+
 class Group:
     """The nodes and clients of one test, sharing a nursery.
 

@@ -48,6 +48,7 @@ from chat.addr import split_addr
 from chat.config import Config
 from chat.protocol import (
     EVENT_TYPES,
+    MAX_EVENT,
     MAX_FRAME,
     MAX_NAME,
     MAX_SEQ,
@@ -70,6 +71,8 @@ BAD = "bad_frame"
 TOO_LONG = "frame_too_long"
 UNSUPPORTED = "unsupported_protocol"
 MAYBE = "ok or bad_frame"  # deep nesting a parser may refuse; a possible duplicate
+MAYBE_BIG = "bad_frame or frame_too_long"  # deep nesting, in an event past MAX_EVENT
+DUP_BIG = "ok or frame_too_long"  # an event past MAX_EVENT that may be a duplicate
 OPEN = "open"  # the connection stays open: the probe ping gets its pong
 CLOSED = "closed"  # closed without a word: a second error frame (links.py)
 
@@ -416,7 +419,14 @@ class Line:
         """The line's bytes with its ending, and the verdict they earn."""
         data, verdict = self._render(slots, first)
         # Too long is found before anything else is looked at (§1).
-        return data, TOO_LONG if len(data) > MAX_FRAME else verdict
+        if len(data) > MAX_FRAME:
+            return data, TOO_LONG
+        # A well-formed event past MAX_EVENT is padding, refused once parsed.
+        kind = self.fields.get("type") if self.fields is not None else None
+        body = data.removesuffix(b"\n").removesuffix(b"\r")
+        if isinstance(kind, str) and kind in EVENT_TYPES and len(body) >= MAX_EVENT:
+            return data, {OK: TOO_LONG, MAYBE: MAYBE_BIG}.get(verdict, verdict)
+        return data, verdict
 
     def _render(self, slots: Slots, first: bool) -> tuple[bytes, str]:
         if self.fields is None:
@@ -528,7 +538,7 @@ class Case:
             if (head := EVENT_HEAD.match(data)) and len(head[2]) <= 100:
                 key = (head[1].decode("utf-8", "replace"), int(head[2]))
                 if verdict != OK and (key in sent or seen(*key)):
-                    verdict = MAYBE
+                    verdict = DUP_BIG if verdict == TOO_LONG and len(data) <= MAX_FRAME else MAYBE
                 sent.add(key)
             lines.append(data)
             verdicts.append(verdict)
@@ -563,6 +573,12 @@ def outcomes_of(verdicts: list[str]) -> frozenset[str]:
         if verdict == MAYBE:
             possible.add(BAD)
             continue
+        if verdict == DUP_BIG:
+            possible.add(TOO_LONG)
+            continue
+        if verdict == MAYBE_BIG:
+            possible.update((BAD, TOO_LONG))
+            return frozenset(possible)
         possible.add(verdict)
         return frozenset(possible)
     return frozenset(possible | {OPEN})

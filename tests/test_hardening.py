@@ -10,17 +10,26 @@ README's "Limits" section.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
+import time
 
 import pytest
 import trio
 import trio.testing
-from harness import Group, NodeHandle
-from wire import WireClient, new_id
+from harness import Group, NodeHandle, chatter, memory_chatter, memory_client, start_node
+from wire import Origin, WireClient, new_id, open_stalled
 
+from chat.config import Config, Timing
 from chat.dialler import Dialler, LinkEnd
 from chat.frontend import execute
-from chat.protocol import Error, PeerInfo, Peers
+from chat.hub import HubRole
+from chat.links import OWN_CATCH_UP
+from chat.outbox import OUTBOX_BYTES
+from chat.protocol import MAX_EVENT, Error, Event, PeerInfo, Peers, make_event
+from chat.router import CATCH_UP_BYTES
+from chat.state import HOLD_BACK, MAX_HELD_BYTES, MAX_TOTAL_HELD, Delivery, Sequencer
 
 # --------------------------------------------------------------------------
 # Helpers
@@ -144,3 +153,161 @@ async def test_a_peer_that_errs_twice_is_closed(group: Group) -> None:
         await chatty.send_frame(Error("bad_frame", "another"))
         await chatty.ended.wait()
         await a.wait_unlinked(chatty.id)
+
+
+# --------------------------------------------------------------------------
+# 2. Memory is bounded in bytes: held-back events, history, catch-up
+
+
+def made_up(origin: Origin, seq: int, text: str) -> Event:
+    """An event of ``origin`` with a seq of the attacker's choosing."""
+    return make_event("msg", origin.id, seq, time.time(), origin.name, text=text)
+
+
+def watch(monkeypatch: pytest.MonkeyPatch, sequencer: Sequencer) -> list[tuple[int, int]]:
+    """Record (held in all, most held by one origin) after every event accepted."""
+    seen: list[tuple[int, int]] = []
+    accept = sequencer.accept
+
+    def watched(event: Event, now: float) -> list[Delivery] | None:
+        out = accept(event, now)
+        track = sequencer._origins.get(event.origin)
+        seen.append((sequencer.held_bytes, track.held_bytes if track else 0))
+        return out
+
+    monkeypatch.setattr(sequencer, "accept", watched)
+    return seen
+
+
+async def test_events_held_behind_gaps_stay_within_their_byte_bounds(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # For 40 made-up origins: seq 1, then only odd seqs, so every event
+    # waits behind a gap; then one gap filled every 2 s, which used to
+    # restart the hold-back and keep everything held for good.
+    config = Config(name="hub", rate=0, link_rate=0)
+    with trio.fail_after(120):
+        hub = await start_node(nursery, config, HubRole(quiet=True), listen=False)
+        sequencer = hub.node.sequencer
+        seen = watch(monkeypatch, sequencer)
+        attacker = await memory_chatter(nursery, hub, "attacker")
+        origins = [Origin(f"o{i}") for i in range(40)]
+        text = "x" * 4000
+        # One origin alone past its own bound (1 MiB): 300 held of 4 KB.
+        lone = Origin("lone")
+        await attacker.send(made_up(lone, 1, "first").raw)
+        await attacker.send(b"".join(made_up(lone, 3 + 2 * n, text).raw for n in range(300)))
+        await attacker.send(b"".join(made_up(o, 1, "first").raw for o in origins))
+        for n in range(150):
+            await attacker.send(b"".join(made_up(o, 3 + 2 * n, text).raw for o in origins))
+        for n in range(5):
+            await trio.sleep(2)
+            await attacker.send(b"".join(made_up(o, 2 + 2 * n, "fill").raw for o in origins))
+        probe = await attacker.say("probe")
+        await hub.wait_text(probe.text)
+        largest = max(len(made_up(origins[0], 301, text).raw), 1)
+        total, one = max(s[0] for s in seen), max(s[1] for s in seen)
+        print(f"held back at most {total} bytes in all, {one} for one origin")
+        assert total <= MAX_TOTAL_HELD + largest
+        assert one <= MAX_HELD_BYTES + largest
+        assert one > MAX_HELD_BYTES // 2  # (the lone origin did come near its bound)
+        # Partial fills did not keep the rest held: all was given up in time.
+        await trio.sleep(HOLD_BACK + 1)
+        assert sequencer.held_bytes == 0
+        await hub.stop()
+
+
+async def test_history_is_bounded_in_bytes_and_catch_up_is_its_most_recent_part(
+    nursery: trio.Nursery,
+) -> None:
+    history_bytes = 6 << 20
+    config = Config(name="hub", rate=0, link_rate=0, history=100_000, history_bytes=history_bytes)
+    with trio.fail_after(60):
+        hub = await start_node(nursery, config, HubRole(quiet=True))
+        talker = await chatter(nursery, hub.port, "talker")
+        text = "y" * 4000
+        for _ in range(20):
+            await talker.send(b"".join(talker.event("msg", text).raw for _ in range(100)))
+        probe = await talker.say("probe")
+        await hub.wait_text(probe.text)
+        history = hub.node.history
+        assert history.bytes <= history_bytes
+        assert len(history) < 2000
+        # A newcomer lacking everything gets the most recent CATCH_UP_BYTES.
+        newcomer = await chatter(nursery, hub.port, "newcomer")
+        marker = await talker.say("marker")
+        await newcomer.until(
+            lambda: newcomer.last_event is not None and newcomer.last_event.key == marker.key
+        )
+        caught_up = sum(len(e.raw) for e in newcomer.events() if e.origin == talker.id)
+        print(f"history {history.bytes} bytes of {len(history)} events; catch-up {caught_up} bytes")
+        assert caught_up <= CATCH_UP_BYTES + 2 * len(marker.raw)
+        assert newcomer.msgs[talker.id] < len(history)  # not the whole history
+        await hub.stop()
+
+
+async def test_connections_that_never_read_hold_no_copies_of_their_own(
+    nursery: trio.Nursery,
+) -> None:
+    # Newcomers that say hello with an empty have and never read: each used
+    # to pin its catch-up as a joined copy (2 MiB) and a key per event.
+    config = Config(name="hub", rate=0, link_rate=0, timing=Timing(stall=30))
+    with trio.fail_after(60):
+        hub = await start_node(nursery, config, HubRole(quiet=True))
+        talker = await chatter(nursery, hub.port, "talker")
+        text = "z" * 4000
+        for _ in range(10):
+            await talker.send(b"".join(talker.event("msg", text).raw for _ in range(100)))
+        silent = []
+        for i in range(30):
+            client = WireClient(await open_stalled(hub.port), f"silent{i}")
+            await client.handshake()  # reads its hello; never reads again
+            silent.append(client)
+        await talker.send(b"".join(talker.event("msg", text).raw for _ in range(500)))
+        probe = await talker.say("probe")
+        await hub.wait_text(probe.text)
+        history = hub.node.history
+        links = [hub.link_to(client.id) for client in silent]
+        # A frame is shared if the history or another outbox holds the same
+        # bytes object: only the rest are a connection's own memory.
+        holders = collections.Counter(id(f) for link in links for f in link.conn.outbox)
+        shared = {id(event.raw) for event in history} | {i for i, n in holders.items() if n > 1}
+        for link in links:
+            own = sum(len(frame) for frame in link.conn.outbox if id(frame) not in shared)
+            # Its own bytes: at most the rest of one frame the kernel took part
+            # of, and its small link frames; the rest is history's, shared.
+            assert own <= MAX_EVENT + 1024, own
+            assert link.conn.queued_bytes <= OUTBOX_BYTES + MAX_EVENT
+            assert link.cursor is not None  # behind, by a number into the history
+        print(f"30 silent readers: outboxes share {len(shared)} history events")
+        await hub.stop()
+
+
+async def test_a_hellos_claim_about_its_own_seq_buys_no_budget(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # have[own id] = 10**12 made every later own event "catch-up", charged
+    # to the large link budget: ~6000 messages a second got through.
+    config = Config(name="hub")
+    with trio.fail_after(60):
+        hub = await start_node(nursery, config, HubRole(quiet=True), listen=False)
+        watcher = await memory_chatter(nursery, hub, "watcher")
+        flooder = memory_client(hub, "flooder", lockstep=True)
+        await flooder.send_frame(flooder.hello(have={flooder.id: 10**12}))
+        nursery.start_soon(flooder.read_all)
+        start = trio.current_time()
+
+        async def flood() -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while True:
+                    await flooder.say("flood")
+
+        nursery.start_soon(flood)
+        await trio.sleep(5)
+        got = watcher.msgs[flooder.id]
+        allowed = config.burst + config.rate * (trio.current_time() - start) + OWN_CATCH_UP
+        print(f"claimed have 10**12: {got} messages passed on in 5 s")
+        assert got <= allowed
+        await hub.stop()

@@ -23,6 +23,7 @@ from chat.config import Timing
 from chat.lifecycle import Closing, Reason
 from chat.members import Entry
 from chat.protocol import (
+    MAX_EVENT,
     MAX_FRAME,
     Error,
     Event,
@@ -530,14 +531,21 @@ async def test_late_joiner_with_short_history_sees_no_gap(group: Group) -> None:
         assert not any(e.kind == "gap" for e in b.entries)
 
 
-async def test_frame_of_exactly_max_frame_bytes_is_accepted(group: Group) -> None:
+async def test_frames_of_exactly_max_frame_and_max_event_bytes_are_accepted(
+    group: Group,
+) -> None:
     with trio.fail_after(5):
         a = await group.start("a")
         client = await raw_peer(group, a.port, "big")
+        ping = b'{"type":"ping","nonce":"big","pad":"'
+        line = ping + b"p" * (MAX_FRAME - len(ping) - 3) + b'"}\n'
+        assert len(line) == MAX_FRAME
+        await client.send(line)
+        assert await client.expect(Pong) == Pong("big")
         event = client.event("msg", text="padded")
         head = event.raw[:-2] + b',"pad":"'
-        line = head + b"p" * (MAX_FRAME - len(head) - 3) + b'"}\n'
-        assert len(line) == MAX_FRAME
+        line = head + b"p" * (MAX_EVENT - len(head) - 3) + b'"}\n'
+        assert len(line) == MAX_EVENT
         await client.send(line)
         await a.wait_text("padded")
         assert client.id in a.node.neighbours

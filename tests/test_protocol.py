@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from chat.addr import join_addr, split_addr
 from chat.framing import Decoder
 from chat.protocol import (
+    MAX_EVENT,
     MAX_FRAME,
     MAX_HAVE,
     MAX_NAME,
@@ -808,10 +809,10 @@ def test_mode_is_decided_by_the_first_byte() -> None:
 # The decoder: MAX_FRAME (§1)
 
 
-def padded(total: int, ending: bytes = b"\n") -> bytes:
-    """A valid msg frame of exactly ``total`` bytes, ``ending`` included."""
-    base = line_of(obj("msg", pad=""), ending)
-    out = line_of(obj("msg", pad="x" * (total - len(base))), ending)
+def padded(total: int, ending: bytes = b"\n", kind: str = "peers") -> bytes:
+    """A valid ``kind`` frame of exactly ``total`` bytes, ``ending`` included."""
+    base = line_of(obj(kind, pad=""), ending)
+    out = line_of(obj(kind, pad="x" * (total - len(base))), ending)
     assert len(out) == total
     return out
 
@@ -819,18 +820,15 @@ def padded(total: int, ending: bytes = b"\n") -> bytes:
 def test_frame_of_exactly_max_frame_is_accepted() -> None:
     line = padded(MAX_FRAME)
     decoder = Decoder()
-    frames = decoder.feed(line)
-    assert frames == [EXPECTED["msg"]]
+    assert decoder.feed(line) == [EXPECTED["peers"]]
     assert decoder.error is None
-    assert isinstance(frames[0], Event)
-    assert frames[0].raw == line
 
 
 def test_frame_of_exactly_max_frame_is_accepted_byte_by_byte() -> None:
     line = padded(MAX_FRAME)
     decoder = Decoder()
     out = feed_all(decoder, [line[i : i + 1] for i in range(len(line))])
-    assert out == [EXPECTED["msg"]]
+    assert out == [EXPECTED["peers"]]
     assert decoder.error is None
 
 
@@ -838,9 +836,36 @@ def test_crlf_frame_of_exactly_max_frame_is_accepted() -> None:
     line = padded(MAX_FRAME, b"\r\n")
     decoder = Decoder()
     frames = decoder.feed(line[:1000]) + decoder.feed(line[1000:])
-    assert frames == [EXPECTED["msg"]]
-    assert isinstance(frames[0], Event)
-    assert frames[0].raw == line[:-2] + b"\n"
+    assert frames == [EXPECTED["peers"]]
+
+
+@pytest.mark.parametrize("kind", EVENT_KINDS)
+def test_event_of_exactly_max_event_is_accepted_byte_for_byte(kind: str) -> None:
+    for ending in (b"\n", b"\r\n"):
+        line = padded(MAX_EVENT + len(ending) - 1, ending, kind)
+        (frame,) = Decoder().feed(line)
+        assert frame == EXPECTED[kind]
+        assert isinstance(frame, Event)
+        assert frame.raw == line.removesuffix(ending) + b"\n"
+
+
+@pytest.mark.parametrize("kind", EVENT_KINDS)
+def test_event_one_byte_over_max_event_is_padding_refused(kind: str) -> None:
+    # Unknown fields are allowed, but not to make an event larger than any
+    # real one: it would be kept and relayed to everyone (issue 11).
+    decoder = Decoder()
+    assert decoder.feed(padded(MAX_EVENT + 1, kind=kind)) == []
+    assert decoder.error is not None
+    assert decoder.error.code == "frame_too_long"
+
+
+def test_a_message_of_4096_escaped_controls_fits_in_max_event() -> None:
+    text = "\x1b" * MAX_TEXT  # the largest text as JSON writes it: \u001b each
+    line = line_of(obj("msg", text=text, name="n" * MAX_NAME))
+    assert len(line) < MAX_EVENT
+    (frame,) = Decoder().feed(line)
+    assert isinstance(frame, Event)
+    assert frame.text == text
 
 
 def test_frame_one_byte_over_max_frame_is_rejected() -> None:
@@ -1360,7 +1385,7 @@ def test_a_maximal_line_trickled_byte_by_byte_is_searched_once() -> None:
     line = padded(MAX_FRAME)
     decoder = Decoder()
     frames = feed_all(decoder, [line[i : i + 1] for i in range(len(line))])
-    assert frames == [EXPECTED["msg"]]
+    assert frames == [EXPECTED["peers"]]
     assert decoder.scanned == len(line)
 
 

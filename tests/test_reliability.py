@@ -26,7 +26,7 @@ from collections.abc import Callable
 import pytest
 import trio
 import trio.testing
-from harness import NodeHandle, Peak, start_node
+from harness import NodeHandle, Peak, chatter, memory_chatter, memory_client, start_node
 from wire import WireClient as Client
 from wire import open_stalled
 
@@ -40,15 +40,6 @@ from chat.protocol import MAX_FRAME, MAX_SEQ, Error, encode, make_event
 
 # --------------------------------------------------------------------------
 # Fixtures and small helpers
-
-
-async def chatter(nursery: trio.Nursery, port: int, name: str, *, keep_msgs: bool = True) -> Client:
-    """A client that has said hello and join, its reader running in ``nursery``."""
-    client = await Client.connect(port, name, keep_msgs=keep_msgs)
-    await client.handshake()
-    await client.send(client.event("join").raw)
-    nursery.start_soon(client.read_all)
-    return client
 
 
 async def stop(handle: NodeHandle) -> None:
@@ -194,24 +185,6 @@ async def push(client: Client, data: bytes) -> None:
     """Send ``data`` in one go; the node cutting the connection ends it."""
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await client.send(data)
-
-
-def memory_client(handle: NodeHandle, name: str, *, lockstep: bool = False) -> Client:
-    """A client on a memory stream served by ``handle``'s node (stamped arrivals)."""
-    pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
-    ours, theirs = pair()
-    handle.node.add_stream(theirs, outgoing=False)
-    return Client(ours, name, stamps=True)
-
-
-async def memory_chatter(
-    nursery: trio.Nursery, handle: NodeHandle, name: str, *, lockstep: bool = False
-) -> Client:
-    client = memory_client(handle, name, lockstep=lockstep)
-    await client.handshake()
-    await client.send(client.event("join").raw)
-    nursery.start_soon(client.read_all)
-    return client
 
 
 def arrival_times(client: Client, origin: str, start: float) -> list[float]:

@@ -60,6 +60,24 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
+class Origin:
+    """Someone whose events a test makes up: an id, a name, a seq counter.
+
+    For events a client relays on behalf of others (a relay, or an
+    attacker making up origins).
+    """
+
+    def __init__(self, name: str = "far", node_id: str | None = None) -> None:
+        self.name = name
+        self.id = node_id or new_id()
+        self.seq = 0
+
+    def event(self, kind: EventKind = "msg", text: str = "", node: str = "") -> Event:
+        """This origin's next event (seq counted here), with its wire bytes."""
+        self.seq += 1
+        return make_event(kind, self.id, self.seq, time.time(), self.name, text=text, node=node)
+
+
 class WireClient:
     """One stream to a node, speaking the wire protocol as a peer."""
 
