@@ -61,7 +61,9 @@ def server(kind: str, log: Path) -> Iterator[Server]:
     """A fresh hub or reference relay on a free port, stopped afterwards."""
     if kind == "hub":
         command = [PY, "-m", "chat", "hub", "0", "--host", "127.0.0.1", "--quiet", "--rate", "0"]
-        command += ["--link-rate", "0", "--max-connections", "15000"]
+        command += ["--link-rate", "0", "--max-connections", "15000", "--origin-rate", "0"]
+        # Every bench client comes from 127.0.0.1: no per-address limits.
+        command += ["--max-per-address", "0", "--max-text-per-address", "0", "--join-rate", "0"]
         pattern = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
     else:
         command = [PY, str(ROOT / "benchmarks" / "reference_relay.py"), "0"]

@@ -14,160 +14,18 @@ from functools import partial
 
 import trio
 
-from chat import __version__
-from chat.addr import join_addr, split_addr
-from chat.bench import add_arguments as add_bench_arguments
+from chat.addr import join_addr
 from chat.bench import main as run_bench
-from chat.config import Config, Timing
 from chat.frontend import drive
 from chat.hub import HubFormatter, HubRole, wants_colour
 from chat.node import Node
+from chat.options import config_from, parse_args, raise_fd_limit
 from chat.peer import PeerRole
 from chat.plain import Transcript, note, stdin_lines
 from chat.protocol import MAX_NAME, ProtocolError, name_problem
 from chat.ui import ChatUI
 
 log = logging.getLogger("chat")
-
-
-def _port(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r} (a number from 0 to 65535)")
-    return int(text)
-
-
-def _address(text: str) -> tuple[str, int]:
-    where = split_addr(text)
-    if where is None:
-        raise argparse.ArgumentTypeError(f"invalid address {text!r} (expected HOST:PORT)")
-    return where
-
-
-def _count(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError(f"invalid count {text!r} (a whole number)")
-    return int(text)
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid number {text!r} (0 or more)")
-    return value
-
-
-def config_from(args: argparse.Namespace, name: str) -> Config:
-    """The node's configuration from the options both roles share."""
-    keepalive = args.keepalive or 15.0
-    timing = Timing(ping_after=keepalive, dead_after=3 * keepalive)
-    return Config(
-        name,
-        history=args.history,
-        degree=getattr(args, "degree", 0),
-        timing=timing,
-        rate=args.rate,
-        burst=args.burst,
-        link_rate=args.link_rate,
-        max_connections=args.max_connections,
-    )
-
-
-def _name(text: str) -> str:
-    problem = name_problem(text)
-    if problem:
-        raise argparse.ArgumentTypeError(f"invalid name {text!r}: {problem}")
-    return text
-
-
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The top-level parser and one parser per role.
-
-    Each role parses with ``parse_intermixed_args`` so options may come
-    before or after the addresses (argparse cannot intermix under
-    subparsers, hence the two levels).
-    """
-    parser = argparse.ArgumentParser(
-        prog="trio-chat",
-        description="A group chat over TCP for the terminal.",
-        epilog="trio-chat peer -h and trio-chat hub -h describe each role.",
-    )
-    parser.add_argument("--version", action="version", version=f"trio-chat {__version__}")
-    parser.add_argument(
-        "role", choices=["peer", "hub", "bench"], help="run a mesh peer, a hub, or the load tool"
-    )
-    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-
-    peer = argparse.ArgumentParser(
-        prog="trio-chat peer", description="Join or start a serverless group (a mesh peer)."
-    )
-    hub = argparse.ArgumentParser(
-        prog="trio-chat hub", description="Run a central relay (no person behind it)."
-    )
-    for role in (peer, hub):
-        role.add_argument("port", type=_port, help="TCP port to listen on (0: any free port)")
-        role.add_argument(
-            "dial", nargs="*", type=_address, metavar="HOST:PORT", help="peers or hubs to dial"
-        )
-        role.add_argument(
-            "--host", default="0.0.0.0", help="address to listen on (default: all IPv4)"
-        )
-    for role in (peer, hub):
-        limits = role.add_argument_group("limits (both roles)")
-        limits.add_argument(
-            "--rate",
-            type=_number,
-            default=20.0,
-            help="events a second a connection may originate (default 20; 0: no limit)",
-        )
-        limits.add_argument(
-            "--burst", type=_number, default=50.0, help="events allowed in a burst (default 50)"
-        )
-        limits.add_argument(
-            "--link-rate",
-            type=_number,
-            default=5000.0,
-            help="forwarded events a second per connection (default 5000; 0: no limit)",
-        )
-        limits.add_argument(
-            "--max-connections",
-            type=_count,
-            default=1024,
-            help="connections accepted at once (default 1024)",
-        )
-        limits.add_argument(
-            "--keepalive",
-            type=_number,
-            default=15.0,
-            help="seconds of silence before a ping; a link silent 3 times as long is lost"
-            " (default 15, as the protocol says; shorter only for tests)",
-        )
-    peer.add_argument("--name", type=_name, help="your name (default: asked, or your login name)")
-    peer.add_argument("--json", action="store_true", help="transcript as JSON lines")
-    peer.add_argument(
-        "--history", type=_count, default=1000, help="events kept for catch-up (default 1000)"
-    )
-    peer.add_argument(
-        "--degree", type=_count, default=8, help="peers to dial by peer exchange (default 8)"
-    )
-    hub.add_argument("--name", type=_name, default="hub", help="the hub's name (default: hub)")
-    hub.add_argument("--history", type=_count, default=10000, help="events kept (default 10000)")
-    hub.add_argument("--quiet", action="store_true", help="do not log every message")
-    bench = argparse.ArgumentParser(
-        prog="trio-chat bench", description="Load a hub or peer and measure it."
-    )
-    add_bench_arguments(bench)
-    return parser, {"peer": peer, "hub": hub, "bench": bench}
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    top, roles = build_parser()
-    first = top.parse_args(argv)
-    args = roles[first.role].parse_intermixed_args(first.args)
-    args.role = first.role
-    return args
 
 
 def login_name() -> str:
@@ -274,7 +132,7 @@ def run_peer(args: argparse.Namespace) -> int:
         return _run_interactive(args, sock)
     name = args.name or login_name()
     node = Node(
-        config_from(args, name),
+        config_from(args, name, fd_limit=raise_fd_limit()),
         PeerRole(),
         Transcript(sys.stdout, json_mode=args.json),
     )
@@ -291,7 +149,8 @@ def _run_interactive(args: argparse.Namespace, sock: socket.socket) -> int:
 
     async def trio_main(ui: ChatUI) -> int:
         assert ui.name is not None
-        node = Node(config_from(args, ui.name), PeerRole(), ui.show)
+        config = config_from(args, ui.name, fd_limit=raise_fd_limit())
+        node = Node(config, PeerRole(), ui.show)
         log.handlers[:] = [_UIHandler(ui)]
         ui.status = lambda: status_text(node)
         ui.prompt_name = lambda: node.name
@@ -324,7 +183,8 @@ def run_hub(args: argparse.Namespace) -> int:
     sock = _bind(args.host, args.port)
     if sock is None:
         return 1
-    node = Node(config_from(args, args.name), HubRole(quiet=args.quiet))
+    config = config_from(args, args.name, fd_limit=raise_fd_limit())
+    node = Node(config, HubRole(quiet=args.quiet))
 
     async def front() -> None:
         where = join_addr(args.host, node.listen_port or 0)

@@ -33,3 +33,9 @@ class Config:
     link_rate: float = 5000.0  # forwarded events a second per connection
     patience: float = 10.0  # seconds over the limit before rate_limited
     max_connections: int = 1024
+    max_per_address: int = 64  # connections from one address (0: no limit)
+    max_text_per_address: int = 16  # plain-text clients from one address (0: no limit)
+    join_rate: float = 5.0  # joins a second from one address, after a burst of join_burst
+    join_burst: float = 50.0
+    origin_rate: float = 100.0  # new events a second of one origin, from any link
+    origin_burst: float = 1000.0

@@ -21,8 +21,9 @@ from chat.framing import Decoder
 from chat.lifecycle import Closing, Reason
 from chat.outbox import OUTBOX_BYTES, OUTBOX_FRAMES, Flusher, Outbox
 from chat.protocol import Error, Frame, Ping, ProtocolError, TextLine, encode
+from chat.sockets import READ_SIZE, read_or_none, unacknowledged
 
-READ_SIZE = 65536  # one large read; lines are split by bytes.find (framing.py)
+REFUSE_WAIT = 1.0  # seconds a refused connection may take to show its dialect
 BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
 
 log = logging.getLogger("chat")
@@ -79,9 +80,12 @@ class Connection:
         "keepalive",
         "outbox",
         "outgoing",
+        "probe_at",
+        "refusal",
         "remote",
         "stream",
         "timing",
+        "unread_since",
         "writing_since",
     )
 
@@ -126,6 +130,14 @@ class Connection:
         self.heard_at = now  # when bytes last arrived
         self.writing_since: float | None = None
         self._nonce = 0
+        # A connection refused at accept is told why in its own dialect,
+        # once its first byte shows it (or REFUSE_WAIT passes): no JSON to
+        # a person, no text to a node (§9).
+        self.refusal: ProtocolError | None = None
+        # Plain-text keepalive: when the unread check next runs, and since
+        # when bytes sent have stayed unacknowledged.
+        self.probe_at = 0.0
+        self.unread_since: float | None = None
 
     def __repr__(self) -> str:
         way = "to" if self.outgoing else "from"
@@ -173,13 +185,21 @@ class Connection:
         self.outbox.closed = True
         self._reader_scope.cancel()
 
-    def fail(self, error: ProtocolError, before: bytes = b"") -> None:
-        """Tell the remote what it did wrong, in its own dialect, and close."""
-        if self.plain_text:
+    def fail(self, error: ProtocolError, before: bytes = b"", *, text: bool | None = None) -> None:
+        """Tell the remote what it did wrong, in its own dialect, and close.
+
+        The dialect is the decoder's (the first byte's), unless ``text``
+        says it for a remote that has sent nothing yet.
+        """
+        if text if text is not None else self.plain_text:
             final = f"*** error: {error.code}: {error.message}\n".encode()
         else:
             final = encode(Error(error.code, error.message))
         self.finish(Closing(Reason.PROTOCOL_ERROR, f"protocol error: {error}"), before + final)
+
+    def refuse(self, error: ProtocolError) -> None:
+        """Close with ``error`` as soon as the remote's dialect is known."""
+        self.refusal = error
 
     def abort(self, closing: Closing) -> None:
         """Close now, dropping whatever is queued."""
@@ -196,6 +216,10 @@ class Connection:
         if self.closing is not None:
             return
         timing = self.timing
+        if self.refusal is not None:
+            if now - self.born >= REFUSE_WAIT:
+                self.fail(self.refusal, text=True)  # silent so far: a person, likely
+            return
         if not self.established:
             if now - self.born >= timing.handshake:
                 self._timed_out()
@@ -207,6 +231,7 @@ class Connection:
             self.abort(Closing(Reason.STALLED, f"stopped reading for {timing.stall:g} s"))
             return
         if not self.keepalive:
+            self._check_reading(now)
             return
         if now - self.heard_at >= timing.dead_after:
             self.finish(Closing(Reason.DEAD, f"nothing received for {timing.dead_after:g} s"))
@@ -215,6 +240,28 @@ class Connection:
         if now - outbox.said_at >= timing.ping_after and not outbox.busy and not len(outbox):
             self._nonce += 1
             self.send_frame(Ping(self._nonce))
+
+    def _check_reading(self, now: float) -> None:
+        """A plain-text client cannot answer pings: drop it if it neither
+        speaks nor reads for the dead-link time, keep it if it reads.
+
+        Reading shows in the kernel: bytes sent to it that stay
+        unacknowledged (its window is shut) across probes that span the
+        dead-link time mean it stopped reading. A host that vanished is
+        found by TCP keepalive, set when the session begins.
+        """
+        timing = self.timing
+        fd = self.outbox.fd
+        if fd is None or now - self.heard_at < timing.ping_after or now < self.probe_at:
+            return
+        self.probe_at = now + timing.ping_after
+        if unacknowledged(fd) == 0:
+            self.unread_since = None
+        elif self.unread_since is None:
+            self.unread_since = now
+        elif now - self.unread_since >= timing.dead_after:
+            why = f"neither spoke nor read for {timing.dead_after:g} s"
+            self.finish(Closing(Reason.DEAD, why))
 
     def _timed_out(self) -> None:
         timing = self.timing
@@ -272,7 +319,7 @@ class Connection:
                 if fd is None:
                     data = bytes(await self.stream.receive_some(READ_SIZE))
                 else:
-                    got = _read_or_none(fd)
+                    got = read_or_none(fd)
                     if got is None:
                         # Not inside an except clause: awaiting there would
                         # keep an exception and its traceback alive while idle.
@@ -286,6 +333,9 @@ class Connection:
                 return
             self.heard_at = trio.current_time()
             frames = decoder.feed(data) if data else decoder.close()
+            if self.refusal is not None:
+                self.fail(self.refusal, text=None if data else True)  # in its dialect
+                return
             for frame in frames:
                 if self.closing is not None:
                     return
@@ -372,11 +422,3 @@ class Connection:
 
 def _reset(exc: BaseException) -> Closing:
     return Closing(Reason.RESET, f"connection reset ({exc.__class__.__name__})")
-
-
-def _read_or_none(fd: int) -> bytes | None:
-    """``os.read`` of a non-blocking socket; None when nothing is there yet."""
-    try:
-        return os.read(fd, READ_SIZE)
-    except BlockingIOError:
-        return None

@@ -7,6 +7,7 @@ trio. The policies are written down in docs/PROTOCOL.md ("Flood control",
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 
 from chat.protocol import ProtocolError
@@ -76,6 +77,37 @@ class FloodControl:
         if pause and self.exceeded(now):
             raise ProtocolError("rate_limited", f"over the rate limit for {self.patience:g} s")
         return pause
+
+
+class OriginBudgets:
+    """A token bucket per origin, for events relayed from anywhere.
+
+    An honest first hop holds each origin to ``--rate``; this bounds what
+    arrives of one origin whatever path it takes (``--origin-rate``). Only
+    new events are charged. At most ``max_origins`` buckets are kept, the
+    least recently charged forgotten first.
+    """
+
+    __slots__ = ("_buckets", "burst", "max_origins", "rate")
+
+    def __init__(self, rate: float, burst: float, max_origins: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_origins = max_origins
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, origin: str, now: float) -> float:
+        """Spend one of ``origin``'s tokens; the seconds to wait before the next."""
+        if self.rate <= 0:
+            return 0.0
+        bucket = self._buckets.get(origin)
+        if bucket is None:
+            bucket = self._buckets[origin] = TokenBucket(self.rate, self.burst)
+            while len(self._buckets) > self.max_origins:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(origin)
+        return bucket.take(now)
 
 
 class Cursor:

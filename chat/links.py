@@ -17,11 +17,12 @@ from dataclasses import replace
 
 import trio
 
+from chat.admission import Admission
 from chat.author import Author
 from chat.changes import Changes
 from chat.config import Config
 from chat.connection import Connection
-from chat.flow import FloodControl
+from chat.flow import FloodControl, OriginBudgets
 from chat.lifecycle import (
     QUIET,
     Closing,
@@ -49,6 +50,8 @@ from chat.protocol import (
 )
 from chat.role import Role
 from chat.router import Router
+from chat.sockets import keep_alive, peername
+from chat.state import MAX_ORIGINS
 from chat.textclient import TextSession
 
 log = logging.getLogger("chat")
@@ -72,6 +75,14 @@ class Links:
         self.stopping = False  # the node is leaving: nothing more is taken in
         self.flusher = Flusher()
         self.changes: Changes = router.changes
+        self.admission = Admission(
+            max_connections=config.max_connections,
+            max_per_address=config.max_per_address,
+            max_text_per_address=config.max_text_per_address,
+            join_rate=config.join_rate,
+            join_burst=config.join_burst,
+        )
+        self.origins = OriginBudgets(config.origin_rate, config.origin_burst, MAX_ORIGINS)
 
     def originate(self, author: Author, kind: EventKind, **extra: str) -> Event:
         """For the text sessions: an event of theirs, created here."""
@@ -81,7 +92,7 @@ class Links:
         config = self.config
         conn = Connection(
             stream,
-            _peername(stream),
+            peername(stream),
             outgoing=outgoing,
             timing=config.timing,
             flusher=self.flusher,
@@ -91,6 +102,10 @@ class Links:
         link = Link(conn, flood, self)
         self.connections[conn] = link
         self.opened += 1
+        if not outgoing and conn.remote is not None:
+            refusal = self.admission.connected(conn.remote[0])
+            if refusal is not None:
+                conn.refuse(refusal)
         self.changes.notify()
         return link
 
@@ -106,6 +121,9 @@ class Links:
             conn.abort(Closing(Reason.INTERNAL))
         finally:
             peer = self.connections.pop(conn, link)
+            if not conn.outgoing and conn.remote is not None:
+                text = isinstance(peer, TextSession)
+                self.admission.disconnected(conn.remote[0], text=text)
             try:
                 self._closed(peer, conn.closing or Closing(Reason.CLOSED))
             except Exception:
@@ -137,6 +155,8 @@ class Links:
     def _choose(self, link: Link, frame: Frame | TextLine) -> None:
         conn = link.conn
         if isinstance(frame, TextLine) and not conn.outgoing:
+            self._admit(conn, text=True)
+            keep_alive(conn.stream, conn.timing.ping_after)  # (it cannot answer pings)
             session = TextSession(conn, link.flood, self, self.router.audience)
             self.connections[conn] = session
             rest = session.begin(frame.text)
@@ -164,6 +184,8 @@ class Links:
             why = Reason.ITSELF if verdict is Verdict.ITSELF else Reason.DUPLICATE
             conn.finish(Closing(why))
             return
+        if not conn.outgoing:
+            self._admit(conn, text=False)
         if existing is not None:
             existing.active = False  # closing it is no departure
             existing.conn.finish(Closing(Reason.DUPLICATE))
@@ -183,6 +205,13 @@ class Links:
             link.on_up()
         self.role.link_up(link, replacing=existing)
 
+    def _admit(self, conn: Connection, *, text: bool) -> None:
+        """Charge a join to the remote's address; raise its refusal if over."""
+        if conn.remote is not None:
+            refusal = self.admission.joining(conn.remote[0], text=text, now=trio.current_time())
+            if refusal is not None:
+                raise refusal
+
     def _on_frame(self, link: Link, frame: Frame | TextLine) -> float:
         """One frame on an established link; how long to stop reading it."""
         if self.stopping:
@@ -198,6 +227,8 @@ class Links:
                     link.catch_up_left -= 1
                     own = False
                 pause = link.flood.admit(own, now)
+                if not own and self.router.is_new(frame.origin, frame.seq):
+                    pause = max(pause, self.origins.take(frame.origin, now))
                 if frame.kind == "leave" and frame.origin == link.node:
                     link.left = True
                 self.router.receive(link, frame)
@@ -250,14 +281,3 @@ class Links:
         if how is Departure.LOST:
             self.originate(self.router.me, "lost", node=peer.node)
         self.role.link_down(peer, how is Departure.LOST)
-
-
-def _peername(stream: trio.abc.Stream) -> tuple[str, int] | None:
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        return None
-    try:
-        name = sock.getpeername()
-    except OSError:
-        return None
-    return (str(name[0]), int(name[1]))

@@ -36,6 +36,7 @@ from chat.dialler import Dialler, LinkEnd
 from chat.lifecycle import Closing, Reason
 from chat.link import Link
 from chat.links import Links
+from chat.listener import Acceptor
 from chat.protocol import PROTO, Event, EventKind, Hello, ProtocolError, name_problem, text_problem
 from chat.role import Role
 from chat.router import Router, Sink
@@ -162,14 +163,11 @@ class Node:
 
     async def _accept(self, listeners: Sequence[trio.SocketListener]) -> None:
         async def handle(stream: trio.SocketStream) -> None:
-            full = len(self.connections) >= self.config.max_connections
-            link = self.links.open(stream, outgoing=False)
-            if full:
-                why = f"this node takes at most {self.config.max_connections} connections"
-                link.conn.fail(ProtocolError("too_many_connections", why))
-            await self._serve(link)
+            await self._serve(self.links.open(stream, outgoing=False))
 
-        await trio.serve_listeners(handle, list(listeners), handler_nursery=self._conns)
+        assert self._conns is not None
+        why = "this node is out of file descriptors"
+        await Acceptor(handle, self._conns, why).serve(listeners)
 
     async def _watchdog(self) -> None:
         """The link timers of every connection, from one task (§3, §7).

@@ -764,7 +764,16 @@ async def test_fuzzed_connections_never_hurt_the_node_or_the_honest(
     async with trio.open_nursery() as nursery:
         with trio.fail_after(60 + FUZZ_EXAMPLES * 0.1):
             # A small history: every fuzzing peer is sent the catch-up.
-            handle = await start_node(nursery, Config(name="target", history=20))
+            handle = await start_node(
+                nursery,
+                Config(
+                    name="target",
+                    history=20,
+                    max_per_address=0,
+                    max_text_per_address=0,
+                    join_rate=0,
+                ),
+            )
             alice, bob = [
                 await Client.connect(handle.port, name, keep_events=False, check_order=False)
                 for name in ("alice", "bob")

@@ -13,13 +13,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import re
+import signal
+import sys
 import time
 
 import pytest
 import trio
 import trio.testing
 from harness import Group, NodeHandle, chatter, memory_chatter, memory_client, start_node
-from wire import Origin, WireClient, new_id, open_stalled
+from procs import process_group
+from wire import HOST, Origin, WireClient, new_id, open_stalled
 
 from chat.config import Config, Timing
 from chat.dialler import Dialler, LinkEnd
@@ -310,4 +314,145 @@ async def test_a_hellos_claim_about_its_own_seq_buys_no_budget(
         allowed = config.burst + config.rate * (trio.current_time() - start) + OWN_CATCH_UP
         print(f"claimed have 10**12: {got} messages passed on in 5 s")
         assert got <= allowed
+        await hub.stop()
+
+
+# --------------------------------------------------------------------------
+# 3. Slots and descriptors: one address cannot take them all
+
+
+async def text_connect(port: int, line: bytes = b"") -> trio.SocketStream:
+    stream = await trio.open_tcp_stream(HOST, port)
+    if line:
+        await stream.send_all(line)
+    return stream
+
+
+async def read_all(stream: trio.SocketStream) -> bytes:
+    got = b""
+    with contextlib.suppress(trio.BrokenResourceError):
+        while data := await stream.receive_some():
+            got += data
+    return got
+
+
+async def test_one_address_gets_a_bounded_number_of_plain_text_slots(nursery: trio.Nursery) -> None:
+    config = Config(name="hub", max_text_per_address=16, max_per_address=64)
+    with trio.fail_after(30):
+        hub = await start_node(nursery, config, HubRole(quiet=True))
+        streams = [await text_connect(hub.port, f"hello {i}\n".encode()) for i in range(40)]
+        await hub.until(lambda: sum(1 for s in hub.node.audience.sessions) == 16)
+        refused = []
+        for stream in streams[16:]:
+            refused.append(await read_all(stream))
+        assert all(r.startswith(b"*** error: too_many_connections: ") for r in refused), refused
+        # A node from the same address still gets in: the text slots are apart.
+        member = await chatter(nursery, hub.port, "node")
+        said = await member.say("a node is still welcome")
+        await hub.wait_text(said.text)
+        for stream in streams:
+            await stream.aclose()
+        await hub.stop()
+
+
+async def test_joins_from_one_address_are_rate_limited(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Connect, one line, close, as fast as possible: each cycle was a join,
+    # a message and a leave in everyone's history, and five log lines.
+    config = Config(name="hub", join_rate=5, join_burst=50)
+    with trio.fail_after(30):
+        hub = await start_node(nursery, config, HubRole(quiet=True))
+        start = trio.current_time()
+        for i in range(300):
+            stream = await text_connect(hub.port, f"churn {i}\n".encode())
+            await stream.aclose()
+        elapsed = trio.current_time() - start
+        probe = await memory_chatter(nursery, hub, "probe")  # (no address: not limited)
+        await hub.until(lambda: len(hub.node.audience.sessions) == 0)
+        joins = sum(1 for e in hub.entries if e.kind == "join" and e.who.startswith("127.0.0.1"))
+        print(f"300 connect/line/close cycles in {elapsed:.2f} s: {joins} joins")
+        assert joins <= 50 + 5 * elapsed + 2
+        assert probe.errors() == []
+        await hub.stop()
+
+
+LOW_FD_HUB = (
+    sys.executable,
+    "-c",
+    "import resource, runpy, sys;"
+    " resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48));"
+    " sys.argv[0] = 'trio-chat'; runpy.run_module('chat', run_name='__main__')",
+)
+
+
+async def test_out_of_descriptors_the_hub_answers_newcomers_and_logs_once() -> None:
+    # A soft and hard limit of 48 descriptors, and --max-connections above
+    # what fits: accept fails with EMFILE, which trio's serve_listeners
+    # logged every 0.1 s while newcomers hung unanswered.
+    async with process_group() as group:
+        with trio.fail_after(30):
+            proc = await group.start(
+                "hub", "0", "--host", "127.0.0.1", "--max-connections", "1000",
+                "--max-per-address", "0", "--join-rate", "0", "--max-text-per-address", "0",
+                command=LOW_FD_HUB, label="hub",
+            )  # fmt: skip
+            found = re.search(
+                r"listening on 127\.0\.0\.1:(\d+)", await proc.wait_stderr("listening")
+            )
+            assert found is not None
+            port = int(found[1])
+            streams = [await text_connect(port, b"here\n") for _ in range(45)]
+            answers: dict[int, bytes] = {}
+
+            async def first_answer(i: int, stream: trio.SocketStream) -> None:
+                answers[i] = await stream.receive_some()  # a welcome, or the refusal
+
+            async with trio.open_nursery() as nursery:
+                for i, stream in enumerate(streams):
+                    nursery.start_soon(first_answer, i, stream)
+            turned_away = [a for a in answers.values() if a.startswith(b"*** error: too_many")]
+            assert turned_away, "nobody was turned away: the limit was not reached"
+            assert all(answers.values()), "a newcomer was left without an answer"
+            for stream in streams:
+                await stream.aclose()
+            # Room again: a newcomer is served.
+            late = await text_connect(port, b"/nick late\n")
+            await proc.wait_stderr(re.compile(r"NEW CONNECTION\] late "))
+            await proc.wait_stderr("accepting connections again")
+            await late.aclose()
+            proc.signal(signal.SIGTERM)
+            assert await proc.wait() == 0, proc.describe()
+    out_of = [line for line in proc.stderr.lines if "out of file descriptors" in line]
+    print(f"EMFILE: {len(turned_away)} turned away; log lines about it: {out_of}")
+    assert len(out_of) == 1, proc.describe()
+    assert "Traceback" not in proc.describe()
+
+
+async def test_a_plain_text_client_that_neither_speaks_nor_reads_is_dropped(
+    nursery: trio.Nursery,
+) -> None:
+    timing = Timing(ping_after=0.3, dead_after=0.9)
+    config = Config(name="hub", rate=0, timing=timing)
+    with trio.fail_after(30):
+        hub = await start_node(nursery, config, HubRole(quiet=True))
+        deaf = await open_stalled(hub.port, rcvbuf=4096)
+        await deaf.send_all(b"/nick deaf\n")
+        reader = await text_connect(hub.port, b"/nick reader\n")
+        got = b""
+
+        async def keep_reading() -> None:
+            nonlocal got
+            while data := await reader.receive_some():
+                got += data
+
+        nursery.start_soon(keep_reading)
+        talker = await memory_chatter(nursery, hub, "talker")
+        await hub.until(lambda: len(hub.node.audience.sessions) == 2)
+        while len(hub.node.audience.sessions) == 2:
+            await talker.say("x" * 4000)  # fills the deaf one's window
+            await trio.sleep(0.05)  # pacing the talker, not waiting for anything
+        names = {session.name for session in hub.node.audience.sessions}
+        assert names == {"reader"}
+        assert b"x" * 100 in got
         await hub.stop()

@@ -27,8 +27,8 @@ import pytest
 import trio
 import trio.testing
 from harness import NodeHandle, Peak, chatter, memory_chatter, memory_client, start_node
+from wire import HOST, open_stalled
 from wire import WireClient as Client
-from wire import open_stalled
 
 from chat.config import Config, Timing
 from chat.connection import Connection
@@ -334,12 +334,24 @@ async def test_connection_over_the_limit_is_refused_at_once(nursery: trio.Nurser
         hub = await start_node(nursery, config, HubRole(quiet=True))
         members = [await chatter(nursery, hub.port, f"m{i}") for i in range(limit)]
 
-        # The next one is told why and closed before it says anything.
+        # The next one is told why and closed at once, in its own dialect:
+        # JSON to a node (its hello shows it), a text line to a person.
         extra = await Client.connect(hub.port, "extra")
+        await extra.send_frame(extra.hello())
         nursery.start_soon(extra.read_all)
         await extra.ended.wait()
         assert extra.errors() == ["too_many_connections"]
         assert len(extra.frames) == 1
+        person = await trio.open_tcp_stream(HOST, hub.port)
+        await person.send_all(b"hi\n")
+        answer = await person.receive_some()
+        assert answer.startswith(b"*** error: too_many_connections: "), answer
+        assert await person.receive_some() == b""
+        await person.aclose()
+        silent = await trio.open_tcp_stream(HOST, hub.port)  # says nothing: told in text
+        answer = await silent.receive_some()
+        assert answer.startswith(b"*** error: too_many_connections: "), answer
+        await silent.aclose()
         await hub.until(lambda: len(hub.node.connections) == limit)
 
         # Those already in are unaffected.

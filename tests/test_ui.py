@@ -45,6 +45,7 @@ from chat.config import Config
 from chat.frontend import drive
 from chat.members import Entry
 from chat.node import Node
+from chat.options import parse_args
 from chat.peer import PeerRole
 from chat.protocol import MAX_TEXT
 from chat.render import clock
@@ -257,7 +258,7 @@ def test_commands_through_drive_with_a_real_node(keys: PipeInput) -> None:
 def test_the_prompt_follows_nick(keys: PipeInput) -> None:
     """The real wiring of ``trio-chat peer``: after /nick the prompt shows the new name."""
     term = FakeTerminal(keys, rows=20, columns=100)
-    args = cli.parse_args(["peer", "0", "--host", "127.0.0.1", "--name", "alice"])
+    args = parse_args(["peer", "0", "--host", "127.0.0.1", "--name", "alice"])
     sock = cli._bind(args.host, args.port)
     assert sock is not None
     prompts: list[str] = []

@@ -1,0 +1,214 @@
+"""The command line's options, checked as they are read, and the config they make."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+from collections.abc import Sequence
+
+from chat import __version__
+from chat.addr import split_addr
+from chat.bench import add_arguments as add_bench_arguments
+from chat.config import Config, Timing
+from chat.protocol import name_problem
+from chat.state import HISTORY_BYTES
+
+RESERVED_FDS = 64  # descriptors a node keeps for itself beyond its connections
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r} (a number from 0 to 65535)")
+    return int(text)
+
+
+def _address(text: str) -> tuple[str, int]:
+    where = split_addr(text)
+    if where is None:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r} (expected HOST:PORT)")
+    return where
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"invalid count {text!r} (a whole number)")
+    return int(text)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid number {text!r} (0 or more)")
+    return value
+
+
+def config_from(args: argparse.Namespace, name: str, *, fd_limit: int = 0) -> Config:
+    """The node's configuration from the options both roles share.
+
+    Without ``--max-connections``, the limit follows the descriptors the
+    process may open (``fd_limit``), less some for the node's own files.
+    """
+    keepalive = args.keepalive or 15.0
+    timing = Timing(ping_after=keepalive, dead_after=3 * keepalive)
+    max_connections = args.max_connections
+    if max_connections is None:
+        max_connections = max(16, fd_limit - RESERVED_FDS) if fd_limit else 1024
+    return Config(
+        name,
+        history=args.history,
+        history_bytes=args.history_bytes,
+        degree=getattr(args, "degree", 0),
+        timing=timing,
+        rate=args.rate,
+        burst=args.burst,
+        link_rate=args.link_rate,
+        max_connections=max_connections,
+        max_per_address=args.max_per_address,
+        max_text_per_address=args.max_text_per_address,
+        join_rate=args.join_rate,
+        origin_rate=args.origin_rate,
+    )
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one, as servers do; the result."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20  # what Linux allows at most by default (fs.nr_open)
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return hard if soft == resource.RLIM_INFINITY else soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft
+    return hard
+
+
+def _name(text: str) -> str:
+    problem = name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"invalid name {text!r}: {problem}")
+    return text
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and one parser per role.
+
+    Each role parses with ``parse_intermixed_args`` so options may come
+    before or after the addresses (argparse cannot intermix under
+    subparsers, hence the two levels).
+    """
+    parser = argparse.ArgumentParser(
+        prog="trio-chat",
+        description="A group chat over TCP for the terminal.",
+        epilog="trio-chat peer -h and trio-chat hub -h describe each role.",
+    )
+    parser.add_argument("--version", action="version", version=f"trio-chat {__version__}")
+    parser.add_argument(
+        "role", choices=["peer", "hub", "bench"], help="run a mesh peer, a hub, or the load tool"
+    )
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    peer = argparse.ArgumentParser(
+        prog="trio-chat peer", description="Join or start a serverless group (a mesh peer)."
+    )
+    hub = argparse.ArgumentParser(
+        prog="trio-chat hub", description="Run a central relay (no person behind it)."
+    )
+    for role in (peer, hub):
+        role.add_argument("port", type=_port, help="TCP port to listen on (0: any free port)")
+        role.add_argument(
+            "dial", nargs="*", type=_address, metavar="HOST:PORT", help="peers or hubs to dial"
+        )
+        role.add_argument(
+            "--host", default="0.0.0.0", help="address to listen on (default: all IPv4)"
+        )
+    for role in (peer, hub):
+        limits = role.add_argument_group("limits (both roles)")
+        limits.add_argument(
+            "--rate",
+            type=_number,
+            default=20.0,
+            help="events a second a connection may originate (default 20; 0: no limit)",
+        )
+        limits.add_argument(
+            "--burst", type=_number, default=50.0, help="events allowed in a burst (default 50)"
+        )
+        limits.add_argument(
+            "--link-rate",
+            type=_number,
+            default=5000.0,
+            help="forwarded events a second per connection (default 5000; 0: no limit)",
+        )
+        limits.add_argument(
+            "--origin-rate",
+            type=_number,
+            default=100.0,
+            help="new events a second of any one origin, however they come"
+            " (default 100, bursts of 1000; 0: no limit)",
+        )
+        limits.add_argument(
+            "--max-connections",
+            type=_count,
+            default=None,
+            help="connections accepted at once (default: as many as the open-files limit"
+            f" allows, less {RESERVED_FDS})",
+        )
+        limits.add_argument(
+            "--max-per-address",
+            type=_count,
+            default=64,
+            help="connections from one IP address (default 64; 0: no limit)",
+        )
+        limits.add_argument(
+            "--max-text-per-address",
+            type=_count,
+            default=16,
+            help="plain-text clients from one IP address (default 16; 0: no limit)",
+        )
+        limits.add_argument(
+            "--join-rate",
+            type=_number,
+            default=5.0,
+            help="joins a second from one IP address, after a burst of 50 (default 5; 0: no limit)",
+        )
+        limits.add_argument(
+            "--history-bytes",
+            type=_count,
+            default=HISTORY_BYTES,
+            help=f"bytes of history kept at most (default {HISTORY_BYTES >> 20} MiB)",
+        )
+        limits.add_argument(
+            "--keepalive",
+            type=_number,
+            default=15.0,
+            help="seconds of silence before a ping; a link silent 3 times as long is lost"
+            " (default 15, as the protocol says; shorter only for tests)",
+        )
+    peer.add_argument("--name", type=_name, help="your name (default: asked, or your login name)")
+    peer.add_argument("--json", action="store_true", help="transcript as JSON lines")
+    peer.add_argument(
+        "--history", type=_count, default=1000, help="events kept for catch-up (default 1000)"
+    )
+    peer.add_argument(
+        "--degree", type=_count, default=8, help="peers to dial by peer exchange (default 8)"
+    )
+    hub.add_argument("--name", type=_name, default="hub", help="the hub's name (default: hub)")
+    hub.add_argument("--history", type=_count, default=10000, help="events kept (default 10000)")
+    hub.add_argument("--quiet", action="store_true", help="do not log every message")
+    bench = argparse.ArgumentParser(
+        prog="trio-chat bench", description="Load a hub or peer and measure it."
+    )
+    add_bench_arguments(bench)
+    return parser, {"peer": peer, "hub": hub, "bench": bench}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    top, roles = build_parser()
+    first = top.parse_args(argv)
+    args = roles[first.role].parse_intermixed_args(first.args)
+    args.role = first.role
+    return args
