@@ -17,7 +17,8 @@ import trio
 from chat.addr import join_addr
 from chat.bench import main as run_bench
 from chat.frontend import drive
-from chat.hub import HubFormatter, HubRole, wants_colour
+from chat.hub import HubRole
+from chat.logs import HubFormatter, StatusFormatter, wants_colour
 from chat.node import Node
 from chat.options import config_from, parse_args, raise_fd_limit
 from chat.peer import PeerRole
@@ -36,15 +37,6 @@ def login_name() -> str:
         name = ""
     name = "".join(c for c in name if c.isprintable()).strip()[:MAX_NAME]
     return name if name and not name_problem(name) else "anon"
-
-
-class _StatusFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
-        text = f"trio-chat: {prefix}{record.getMessage()}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
 
 
 def _setup_log(formatter: logging.Formatter) -> None:
@@ -124,7 +116,7 @@ def status_text(node: Node) -> str:
 
 def run_peer(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    _setup_log(_StatusFormatter())
+    _setup_log(StatusFormatter())
     sock = _bind(args.host, args.port)
     if sock is None:
         return 1
@@ -172,7 +164,7 @@ class _UIHandler(logging.Handler):
     def __init__(self, ui: ChatUI) -> None:
         super().__init__()
         self.ui = ui
-        self.setFormatter(_StatusFormatter())
+        self.setFormatter(StatusFormatter())
 
     def emit(self, record: logging.LogRecord) -> None:
         self.ui.note(self.format(record), error=record.levelno >= logging.WARNING)
@@ -184,7 +176,7 @@ def run_hub(args: argparse.Namespace) -> int:
     if sock is None:
         return 1
     config = config_from(args, args.name, fd_limit=raise_fd_limit())
-    node = Node(config, HubRole(quiet=args.quiet))
+    node = Node(config, HubRole(quiet=args.quiet, log_rate=args.log_rate))
 
     async def front() -> None:
         where = join_addr(args.host, node.listen_port or 0)

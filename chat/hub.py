@@ -9,67 +9,29 @@ logs what happens in the style of the classic relay server::
     [ACTIVE CONNECTIONS] 2
     [RECEIVED] alice: hello
     [DISCONNECTED] alice (left)
+
+One address gets at most ``LOG_RATE`` lines a second (bursts of
+``LOG_BURST``); what it would have had beyond is counted and said in one
+line, ``127.0.0.1: 42 more lines suppressed``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
-from typing import TextIO
+
+import trio
 
 from chat.lifecycle import Closing, Reason
 from chat.link import Link
+from chat.logs import LineLimiter
 from chat.protocol import Error, Event, Peers
-from chat.render import safe
 from chat.role import Role
 from chat.textclient import TextSession
 
 log = logging.getLogger("chat")
 
-_COLOURS = {
-    "SUCCESS": "\x1b[1;32m",
-    "NEW CONNECTION": "\x1b[36m",
-    "ACTIVE CONNECTIONS": "\x1b[34m",
-    "RECEIVED": "\x1b[0m",
-    "DISCONNECTED": "\x1b[33m",
-    "WARNING": "\x1b[33m",
-    "ERROR": "\x1b[1;31m",
-    "INFO": "\x1b[2m",
-}
-_RESET = "\x1b[0m"
-
-
-class HubFormatter(logging.Formatter):
-    """``HH:MM:SS [TAG] message``; the tag coloured when ``colour`` is on.
-
-    A record's tag is its ``tag`` attribute (``extra={"tag": ...}``), else
-    its level name, so the node's own status lines fit in.
-    """
-
-    def __init__(self, colour: bool) -> None:
-        super().__init__()
-        self.colour = colour
-
-    def format(self, record: logging.LogRecord) -> str:
-        tag = getattr(record, "tag", None) or record.levelname
-        label = f"[{tag}]"
-        if self.colour:
-            label = f"{_COLOURS.get(tag, '')}{label}{_RESET}"
-        text = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {label} "
-        text += record.getMessage()
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
-
-
-def wants_colour(stream: TextIO) -> bool:
-    """Colour only for a terminal, and never when NO_COLOR is set (no-color.org)."""
-    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
-
-
-def _event(tag: str, message: str, *args: object) -> None:
-    log.info(message, *args, extra={"tag": tag})
+LOG_RATE = 20.0  # log lines a second about one address
+LOG_BURST = 100.0
 
 
 class HubRole(Role):
@@ -77,8 +39,22 @@ class HubRole(Role):
 
     name = "hub"
 
-    def __init__(self, *, quiet: bool = False) -> None:
+    def __init__(self, *, quiet: bool = False, log_rate: float = LOG_RATE) -> None:
         self.quiet = quiet
+        self.limiter = LineLimiter(log_rate, max(LOG_BURST, log_rate * 5))
+        self._addresses: dict[str, str] = {}  # a text client's origin -> its address
+
+    def _event(self, address: str, tag: str, message: str, *args: object) -> None:
+        allowed, suppressed = self.limiter.allow(address, trio.current_time())
+        if not allowed:
+            return
+        if suppressed:
+            _suppressed(address, suppressed)
+        log.info(message, *args, extra={"tag": tag})
+
+    def tick(self, now: float) -> None:
+        for address, count in self.limiter.overdue(now):
+            _suppressed(address, count)
 
     def _active(self) -> int:
         return len(self.node.neighbours) + len(self.node.audience)
@@ -90,19 +66,21 @@ class HubRole(Role):
         self._connected(link.name, kind, link.where)
 
     def client_up(self, session: TextSession) -> None:
+        self._addresses[session.author.id] = _ip(session.where)
         self._connected(session.name, "", session.where)
 
     def _connected(self, name: str, kind: str, where: str) -> None:
-        _event("NEW CONNECTION", "%s%s (%s)", safe(name), kind, where)
-        _event("ACTIVE CONNECTIONS", "%d", self._active())
+        self._event(_ip(where), "NEW CONNECTION", "%s%s (%s)", name, kind, where)
+        self._event(_ip(where), "ACTIVE CONNECTIONS", "%d", self._active())
 
     def link_down(self, link: Link, lost: bool) -> None:
-        self._disconnected(link.name, lost, link.conn.closing)
+        self._disconnected(link.name, link.where, lost, link.conn.closing)
 
     def client_down(self, session: TextSession, lost: bool) -> None:
-        self._disconnected(session.name, lost, session.conn.closing)
+        self._addresses.pop(session.author.id, None)
+        self._disconnected(session.name, session.where, lost, session.conn.closing)
 
-    def _disconnected(self, name: str, lost: bool, closing: Closing | None) -> None:
+    def _disconnected(self, name: str, where: str, lost: bool, closing: Closing | None) -> None:
         if self.node.stopping:
             return
         if closing is not None and closing.reason is Reason.PROTOCOL_ERROR:
@@ -111,19 +89,30 @@ class HubRole(Role):
             why = f"connection lost: {closing}"
         else:
             why = "left"
-        _event("DISCONNECTED", "%s (%s)", safe(name), why)
-        _event("ACTIVE CONNECTIONS", "%d", self._active())
+        self._event(_ip(where), "DISCONNECTED", "%s (%s)", name, why)
+        self._event(_ip(where), "ACTIVE CONNECTIONS", "%d", self._active())
 
     def link_failed(self, link: Link) -> None:
         if not self.node.stopping:
-            _event("ERROR", "%s: %s", link.where, link.conn.closing)
+            self._event(_ip(link.where), "ERROR", "%s: %s", link.where, link.conn.closing)
 
     def on_peers(self, link: Link, frame: Peers) -> None:
         """A hub dials only the links its operator configures (§7)."""
 
     def on_error(self, link: Link, frame: Error) -> None:
-        _event("ERROR", "%s reported %s: %s", safe(link.name), frame.code, safe(frame.message))
+        where = _ip(link.where)
+        self._event(where, "ERROR", "%s reported %s: %s", link.name, frame.code, frame.message)
 
     def on_event(self, link: Link | None, event: Event) -> None:
         if event.kind == "msg" and not self.quiet:
-            _event("RECEIVED", "%s: %s", safe(event.name), safe(event.text))
+            where = _ip(link.where) if link else self._addresses.get(event.origin, "")
+            self._event(where, "RECEIVED", "%s: %s", event.name, event.text)
+
+
+def _ip(where: str) -> str:
+    """The address part of ``ip:port`` (``[v6]:port`` too)."""
+    return where.rpartition(":")[0].strip("[]")
+
+
+def _suppressed(address: str, count: int) -> None:
+    log.info("%s: %d more lines suppressed", address or "here", count, extra={"tag": "INFO"})

@@ -188,6 +188,10 @@ class Node:
                 except Exception:  # a bug of ours: this connection's, not the node's
                     log.exception("internal error in the timers of %r", conn)
                     conn.abort(Closing(Reason.INTERNAL))
+            try:
+                self.role.tick(now)
+            except Exception:
+                log.exception("internal error in the role's timer")
 
     async def _gap_timer(self) -> None:
         while True:

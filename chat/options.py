@@ -199,6 +199,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     hub.add_argument("--name", type=_name, default="hub", help="the hub's name (default: hub)")
     hub.add_argument("--history", type=_count, default=10000, help="events kept (default 10000)")
     hub.add_argument("--quiet", action="store_true", help="do not log every message")
+    hub.add_argument(
+        "--log-rate",
+        type=_number,
+        default=20.0,
+        help="log lines a second about one address, after a burst of 100; the rest are"
+        " counted in one line (default 20; 0: no limit)",
+    )
     bench = argparse.ArgumentParser(
         prog="trio-chat bench", description="Load a hub or peer and measure it."
     )

@@ -30,6 +30,8 @@ MAX_EVENT: Final = 32768
 MAX_TEXT: Final = 4096  # characters of a message text (§4)
 MAX_NAME: Final = 32  # characters of a display name (§2)
 MAX_HAVE: Final = 1000  # origins listed in a hello's ``have`` (§3)
+MAX_ERROR_CODE: Final = 40  # characters of an error's code as received (longer: cut)
+MAX_ERROR_MESSAGE: Final = 200  # characters of an error's message as received
 # The largest seq accepted: JSON's safe integers. Unbounded seqs would let
 # a remote inflate every later hello's ``have`` past MAX_FRAME.
 MAX_SEQ: Final = 2**53 - 1
@@ -198,6 +200,10 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _bad(message: str) -> ProtocolError:
     return ProtocolError("bad_frame", message)
 
@@ -362,8 +368,10 @@ def parse_frame(line: bytes) -> Frame:
     if kind == "pong":
         return Pong(_nonce(obj))
     if kind == "error":
+        # Kept short: a remote's words go to logs and screens (§7 readings).
         message = obj.get("message", "")
-        return Error(_str(obj, "code"), message if isinstance(message, str) else "")
+        message = message if isinstance(message, str) else ""
+        return Error(_clip(_str(obj, "code"), MAX_ERROR_CODE), _clip(message, MAX_ERROR_MESSAGE))
     return Unknown(kind)
 
 

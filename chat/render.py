@@ -13,7 +13,9 @@ from typing import Any
 
 from chat.members import Entry
 
-_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# C0 and C1 controls but tab, DEL, and the bidi embeddings, overrides and
+# isolates that reorder what follows them on the line.
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def safe(text: str) -> str:
@@ -21,7 +23,8 @@ def safe(text: str) -> str:
 
     The protocol lets a message carry any character but newline and NUL; an
     escape sequence from a remote must not drive the reader's terminal, so
-    C0/C1 controls are shown as Unicode control pictures (ESC as ␛).
+    C0/C1 controls are shown as Unicode control pictures (ESC as ␛), and
+    bidi controls that would reorder the rest of a line as U+FFFD.
     """
     return _UNSAFE.sub(_picture, text)
 
@@ -30,7 +33,7 @@ def _picture(match: re.Match[str]) -> str:
     code = ord(match.group())
     if code < 0x20:
         return chr(0x2400 + code)
-    return "\u2421" if code == 0x7F else "\ufffd"
+    return "\u2421" if code == 0x7F else "\ufffd"  # DEL; C1 and bidi controls
 
 
 def clock(ts: float) -> str:

@@ -79,3 +79,6 @@ class Role:
 
     def on_event(self, link: Link | None, event: Event) -> None:
         """A new event arrived from ``link`` (None: created here)."""
+
+    def tick(self, now: float) -> None:
+        """Called a few times a second (the watchdog's sweep): for what waits."""

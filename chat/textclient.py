@@ -52,7 +52,8 @@ class TextAudience:
 
     def __init__(self, recent: int = RECENT_LINES) -> None:
         self.sessions: set[TextSession] = set()
-        self.recent: deque[Entry] = deque(maxlen=recent)
+        # The recent lines, each with its renderings once made (by history).
+        self.recent: deque[tuple[Entry, dict[bool, bytes]]] = deque(maxlen=recent)
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -60,16 +61,20 @@ class TextAudience:
     def welcome(self, session: TextSession) -> None:
         """Show a newcomer the recent lines as history, then the chat."""
         joined = session.author.joined
-        for entry in self.recent:
-            session.conn.send(_line(entry, entry.ts < joined if entry.event else True))
+        for entry, rendered in self.recent:
+            history = entry.ts < joined if entry.event else True
+            data = rendered.get(history)
+            if data is None:
+                data = rendered[history] = _line(entry, history)
+            session.conn.send(data)
         self.sessions.add(session)
 
     def show(self, entry: Entry) -> None:
         """A line of the chat, to every client: rendered at most twice, not per client."""
-        self.recent.append(entry)
+        rendered: dict[bool, bytes] = {}
+        self.recent.append((entry, rendered))
         if not self.sessions:
             return
-        rendered: dict[bool, bytes] = {}
         for session in self.sessions:
             author = session.author
             if entry.kind == "msg" and entry.origin == author.id:

@@ -25,11 +25,14 @@ from harness import Group, NodeHandle, chatter, memory_chatter, memory_client, s
 from procs import process_group
 from wire import HOST, Origin, WireClient, new_id, open_stalled
 
+from chat import render
 from chat.config import Config, Timing
 from chat.dialler import Dialler, LinkEnd
 from chat.frontend import execute
-from chat.hub import HubRole
+from chat.hub import LOG_BURST, LOG_RATE, HubRole
 from chat.links import OWN_CATCH_UP
+from chat.logs import HubFormatter, StatusFormatter
+from chat.members import Entry
 from chat.outbox import OUTBOX_BYTES
 from chat.protocol import MAX_EVENT, Error, Event, PeerInfo, Peers, make_event
 from chat.router import CATCH_UP_BYTES
@@ -418,14 +421,24 @@ async def test_out_of_descriptors_the_hub_answers_newcomers_and_logs_once() -> N
                 await stream.aclose()
             # Room again: a newcomer is served.
             late = await text_connect(port, b"/nick late\n")
-            await proc.wait_stderr(re.compile(r"NEW CONNECTION\] late "))
+            welcome = b""
+            while b"late joined" not in welcome:  # served: its own join comes back
+                welcome += await late.receive_some()
             await proc.wait_stderr("accepting connections again")
             await late.aclose()
             proc.signal(signal.SIGTERM)
             assert await proc.wait() == 0, proc.describe()
-    out_of = [line for line in proc.stderr.lines if "out of file descriptors" in line]
-    print(f"EMFILE: {len(turned_away)} turned away; log lines about it: {out_of}")
-    assert len(out_of) == 1, proc.describe()
+    episodes = [
+        "out" if "out of file descriptors" in line else "again"
+        for line in proc.stderr.lines
+        if "out of file descriptors" in line or "accepting connections again" in line
+    ]
+    print(f"EMFILE: {len(turned_away)} turned away; log lines about it: {episodes}")
+    # One line as an episode begins and one as it ends (descriptors come and
+    # go as connections close), never one per failed accept.
+    assert episodes[::2] == ["out"] * len(episodes[::2]), proc.describe()
+    assert episodes[1::2] == ["again"] * len(episodes[1::2]), proc.describe()
+    assert len(episodes) <= 6, proc.describe()
     assert "Traceback" not in proc.describe()
 
 
@@ -456,3 +469,103 @@ async def test_a_plain_text_client_that_neither_speaks_nor_reads_is_dropped(
         assert names == {"reader"}
         assert b"x" * 100 in got
         await hub.stop()
+
+
+# --------------------------------------------------------------------------
+# 4. What a remote says cannot forge a log line or drive a terminal
+
+FORGED = "x\r\n23:59:59 [DISCONNECTED] alice (left)\x1b[2K\x08\x08"
+
+
+async def test_error_frames_cannot_forge_hub_log_lines() -> None:
+    async with process_group() as group:
+        with trio.fail_after(20):
+            proc = await group.start("hub", "0", "--host", "127.0.0.1", label="hub")
+            found = re.search(
+                r"listening on 127\.0\.0\.1:(\d+)", await proc.wait_stderr("listening")
+            )
+            assert found is not None
+            client = await WireClient.connect(int(found[1]), "evil\u202eevil")
+            await client.handshake()
+            await client.send_frame(Error("code" + FORGED, FORGED * 500))
+            await client.send_frame(Error("second", "closes it"))
+            await proc.wait_stderr(re.compile(r"reported"))
+            await client.aclose()
+            await proc.wait_stderr(re.compile(r"DISCONNECTED"))
+            proc.signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+    lines = proc.stderr.lines
+    assert not any(line.startswith("23:59:59") for line in lines), proc.describe()
+    assert not any("\x1b" in line or "\x08" in line or "\u202e" in line for line in lines)
+    reported = next(line for line in lines if "reported" in line)
+    assert "␍␊23:59:59" in reported or "␊23:59:59" in reported  # shown, as pictures
+    assert len(reported) < 400  # the message was cut to its documented length
+
+
+def test_log_formatters_never_let_a_control_character_through() -> None:
+    record = logging.LogRecord(
+        "chat", logging.WARNING, __file__, 1, "%s said %s", (FORGED, FORGED), None
+    )
+    for formatter in (HubFormatter(colour=False), StatusFormatter()):
+        text = formatter.format(record)
+        assert "\n" not in text and "\r" not in text and "\x1b" not in text and "\x08" not in text
+
+
+async def test_the_hub_log_keeps_one_address_to_its_share(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Each connect / line / close wrote five lines: 545 cycles a second
+    # was 2,700 log lines a second from one address.
+    caplog.set_level(logging.INFO, logger="chat")
+    config = Config(name="hub", join_rate=0, max_text_per_address=0, max_per_address=0)
+    with trio.fail_after(60):
+        hub = await start_node(nursery, config, HubRole(), listen=False)
+        role = hub.node.role
+        assert isinstance(role, HubRole)
+        start = trio.current_time()
+        for i in range(200):  # one address's clients, as the hub's log sees them
+            role._event("10.0.0.9", "RECEIVED", "%s: %s", "churner", f"line {i}")
+        role._event("10.0.0.8", "RECEIVED", "%s: %s", "someone", "else is heard")
+        await trio.sleep(2)  # the watchdog's sweep reports what was held back
+        lines = [r.getMessage() for r in caplog.records]
+        churn = [line for line in lines if line.startswith("churner:")]
+        assert len(churn) <= LOG_BURST + LOG_RATE * (trio.current_time() - start)
+        assert "someone: else is heard" in lines
+        (held,) = [line for line in lines if "more lines suppressed" in line]
+        assert held == f"10.0.0.9: {200 - len(churn)} more lines suppressed"
+        await hub.stop()
+
+
+async def test_a_join_is_rendered_once_not_once_per_client(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,000 plain-text joins cost 5.3 s of CPU: every join was rendered for
+    # every client, O(N**2). Now once per line shown (twice at most: live
+    # and as history), the newcomers' replays of recent lines included.
+    renders = 0
+    line = render.line
+
+    def counted(entry: Entry) -> str:
+        nonlocal renders
+        renders += 1
+        return line(entry)
+
+    monkeypatch.setattr(render, "line", counted)
+    clients = 100
+    with trio.fail_after(30):
+        hub = await start_node(nursery, Config(name="hub"), HubRole(quiet=True), listen=False)
+        for i in range(clients):
+            ours, theirs = trio.testing.memory_stream_pair()
+            hub.node.add_stream(theirs, outgoing=False)
+            await ours.send_all(f"/nick c{i}\n".encode())
+            nursery.start_soon(drain, ours)
+        await hub.until(lambda: len(hub.node.audience) == clients)
+        print(f"{clients} plain-text joins: {renders} lines rendered")
+        assert renders <= 2 * (clients + 1)  # the joins and the hub's own
+        await hub.stop()
+
+
+async def drain(stream: trio.abc.ReceiveStream) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while await stream.receive_some():
+            pass

@@ -38,7 +38,7 @@ from procs import (
 )
 from wire import WireClient, summary
 
-from chat.hub import HubFormatter, wants_colour
+from chat.logs import HubFormatter, wants_colour
 from chat.protocol import Error, Event, Hello, Peers
 
 NC = ("/usr/bin/nc",)
@@ -336,7 +336,9 @@ async def test_hub_fans_out_every_message_to_200_clients() -> None:
     with open_files_allowed(4 * clients_wanted + 256), trio.fail_after(45):
         async with watched_group() as group, trio.open_nursery() as readers:
             # 200 clients from one address: the per-address limits lifted.
-            hub = await start_hub(group, "--quiet", "--max-per-address", "0", "--join-rate", "0")
+            hub = await start_hub(
+                group, "--quiet", "--max-per-address", "0", "--join-rate", "0", "--log-rate", "0"
+            )
             clients: list[WireClient] = []
 
             async def connect(index: int) -> None:
