@@ -35,6 +35,9 @@ class Link:
     owner: Owner
     hello: Hello | None = None  # the remote's, once received (its ``have`` dropped)
     active: bool = False  # the one link to hello.node (§3)
+    # Its remote proved who it is: what it says of others (peers) is heard.
+    # Protocol 1 has no proof, so a completed handshake is all it takes.
+    verified: bool = False
     left: bool = False  # the remote node sent its own leave
     errors: int = 0  # error frames received: a second one closes the link
     # Where it is in the history while it cannot take everything at once

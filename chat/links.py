@@ -190,7 +190,7 @@ class Links:
             existing.active = False  # closing it is no departure
             existing.conn.finish(Closing(Reason.DUPLICATE))
         conn.established = conn.keepalive = True
-        link.active = True
+        link.active = link.verified = True
         self.router.neighbours[hello.node] = link
         self.router.catch_up(link, hello.have)
         # Its own events it says it has and we lack come as catch-up, on

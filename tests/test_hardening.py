@@ -27,14 +27,15 @@ from wire import HOST, Origin, WireClient, new_id, open_stalled
 
 from chat import render
 from chat.config import Config, Timing
-from chat.dialler import Dialler, LinkEnd
+from chat.dialler import LEARNED_TRIES, Dialler, LinkEnd
 from chat.frontend import execute
 from chat.hub import LOG_BURST, LOG_RATE, HubRole
 from chat.links import OWN_CATCH_UP
 from chat.logs import HubFormatter, StatusFormatter
 from chat.members import Entry
 from chat.outbox import OUTBOX_BYTES
-from chat.protocol import MAX_EVENT, Error, Event, PeerInfo, Peers, make_event
+from chat.peer import DIALS_PER_SECOND
+from chat.protocol import MAX_EVENT, MAX_FRAME, Error, Event, PeerInfo, Peers, encode, make_event
 from chat.router import CATCH_UP_BYTES
 from chat.state import HOLD_BACK, MAX_HELD_BYTES, MAX_TOTAL_HELD, Delivery, Sequencer
 
@@ -569,3 +570,72 @@ async def drain(stream: trio.abc.ReceiveStream) -> None:
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         while await stream.receive_some():
             pass
+
+
+# --------------------------------------------------------------------------
+# 5. Peer exchange: frames that fit, sent at a sane rate, and no dialling service
+
+
+async def test_peers_frames_stay_under_max_frame_and_are_coalesced(group: Group) -> None:
+    # 300 made-up peers with long names link to V: its peers frame grew past
+    # MAX_FRAME, so its real neighbour W refused it and was cut again and
+    # again; and each newcomer made V re-advertise to every link.
+    with trio.fail_after(60):
+        v = await group.start("v", max_per_address=0, join_rate=0)  # all from 127.0.0.1
+        w = await group.start("w")
+        w.dial(v)
+        await v.wait_linked(w)
+        fakes = []
+        for i in range(300):
+            client = await group.client(v.port, "\U0001f980" * 30 + f"{i:02}"[-2:])
+            await client.send_frame(client.hello(listen=20000 + i))
+            fakes.append(client)
+        await v.until(lambda: len(v.node.neighbours) == 301)
+        listener = fakes[0]
+        listener_peers = 0
+        start = trio.current_time()
+        while trio.current_time() - start < 2.5:
+            with trio.move_on_after(0.1):
+                frame = await listener.receive_frame()
+                if isinstance(frame, Peers):
+                    listener_peers += 1
+                    assert len(encode(frame)) <= MAX_FRAME
+        # W, the real neighbour, was never cut by a frame too long.
+        assert w.id in v.node.neighbours
+        assert v.id in w.node.neighbours
+        await still_chatting(v, w, "still linked")
+        # Coalesced: at most one peers frame a second to a link.
+        print(f"a link got {listener_peers} peers frames in 2.5 s")
+        assert listener_peers <= 4
+
+
+async def test_learning_from_one_link_dials_at_a_bounded_rate(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # One link listing new addresses made a peer open 669 connections a second.
+    with trio.fail_after(60):
+        peer = await start_node(nursery, Config(name="peer", degree=8), listen=False)
+        attempts: list[float] = []
+
+        async def refuse(host: str, port: int) -> trio.abc.Stream:
+            attempts.append(trio.current_time())
+            await trio.lowlevel.checkpoint()
+            raise ConnectionRefusedError(111, "refused")
+
+        peer.node.dialler._open = refuse
+        evil = memory_client(peer, "evil")
+        await evil.send_frame(evil.hello(listen=9))
+        nursery.start_soon(evil.read_all)
+        await peer.wait_linked(evil.id)
+        start = trio.current_time()
+        for round_ in range(20):
+            entries = tuple(PeerInfo(new_id(), "x", f"127.0.{round_}.{i + 1}:9") for i in range(50))
+            await evil.send_frame(Peers(entries))
+            await trio.sleep(0.5)
+        elapsed = trio.current_time() - start
+        rate = len(attempts) / elapsed
+        print(f"{len(attempts)} dial attempts in {elapsed:.1f} s from one link's peers frames")
+        assert attempts, "the link made the peer dial nothing: nothing was tested"
+        assert len(attempts) <= LEARNED_TRIES * (8 + DIALS_PER_SECOND * elapsed)
+        assert rate < 30
+        await peer.stop()
