@@ -96,6 +96,9 @@ class OriginBudgets:
         self.max_origins = max_origins
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
+    def __len__(self) -> int:
+        return len(self._buckets)
+
     def take(self, origin: str, now: float) -> float:
         """Spend one of ``origin``'s tokens; the seconds to wait before the next."""
         if self.rate <= 0:

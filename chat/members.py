@@ -12,7 +12,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from chat.protocol import Event
-from chat.state import Delivery, Gap
+from chat.state import MAX_ORIGINS, Delivery, Gap
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +43,15 @@ class Membership:
     a departed node heard from again is present again (§4).
     """
 
-    def __init__(self, max_members: int = 100_000) -> None:
+    def __init__(self, max_members: int = MAX_ORIGINS) -> None:
         self.max_members = max_members
         self._members: OrderedDict[str, Member] = OrderedDict()
         # How many present members bear each name: collisions in O(1), not
         # a scan of every member per line shown (a hub may know thousands).
         self._names: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._members)
 
     def get(self, node: str) -> Member | None:
         return self._members.get(node)

@@ -34,10 +34,10 @@ from chat.links import OWN_CATCH_UP
 from chat.logs import HubFormatter, StatusFormatter
 from chat.members import Entry
 from chat.outbox import OUTBOX_BYTES
-from chat.peer import DIALS_PER_SECOND
+from chat.peer import DIALS_PER_SECOND, PeerRole
 from chat.protocol import MAX_EVENT, MAX_FRAME, Error, Event, PeerInfo, Peers, encode, make_event
 from chat.router import CATCH_UP_BYTES
-from chat.state import HOLD_BACK, MAX_HELD_BYTES, MAX_TOTAL_HELD, Delivery, Sequencer
+from chat.state import HOLD_BACK, MAX_HELD_BYTES, MAX_ORIGINS, MAX_TOTAL_HELD, Delivery, Sequencer
 
 # --------------------------------------------------------------------------
 # Helpers
@@ -638,4 +638,43 @@ async def test_learning_from_one_link_dials_at_a_bounded_rate(
         assert attempts, "the link made the peer dial nothing: nothing was tested"
         assert len(attempts) <= LEARNED_TRIES * (8 + DIALS_PER_SECOND * elapsed)
         assert rate < 30
+        await peer.stop()
+
+
+# --------------------------------------------------------------------------
+# 6. Per-origin state of every kind is bounded
+
+
+async def test_made_up_origins_cost_bounded_state(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # 1.2 million made-up origins grew PeerRole.via from 108 to 234 MiB; a gap
+    # per origin made the next deadline a scan and the expiry a sort.
+    config = Config(name="peer", rate=0, link_rate=0, origin_rate=1e9, history=1000)
+    with trio.fail_after(120):
+        peer = await start_node(nursery, config, listen=False)
+        relay = await memory_chatter(nursery, peer, "relay")
+        total = MAX_ORIGINS + 10_000
+        for _ in range(0, total, 5000):
+            batch = []
+            for _ in range(5000):
+                origin = Origin("o")
+                batch.append(made_up(origin, 1, "a").raw)
+                batch.append(made_up(origin, 3, "gap").raw)  # each origin held behind a gap
+            await relay.send(b"".join(batch))
+        probe = await relay.say("probe")
+        await peer.wait_text(probe.text)
+        node = peer.node
+        role = node.role
+        assert isinstance(role, PeerRole)
+        sizes = {
+            "sequencer": len(node.sequencer),
+            "members": len(node.members),
+            "via": len(role.via),
+            "origin budgets": len(node.links.origins),
+        }
+        print(f"{total} origins: {sizes}")
+        assert all(size <= MAX_ORIGINS + 2 for size in sizes.values()), sizes
+        await trio.sleep(HOLD_BACK + 1)  # every gap given up, by the heap
+        assert node.sequencer.held_bytes == 0
         await peer.stop()
