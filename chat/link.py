@@ -46,6 +46,12 @@ class Link:
     serial: int = field(default_factory=lambda: next(_serials))  # names it in the history
     catch_up_seq: int = 0  # the remote's own seq when it said hello: later ones are new
     catch_up_left: int = 0  # own events still allowed as catch-up (the large budget)
+    # Ours: the history's end when its handshake completed; None once our
+    # catch-up is all sent and ``caught_up`` said. Theirs: ``live`` once
+    # they said it (or CATCH_UP_WINDOW passed): their events are live.
+    catch_up_end: int | None = None
+    live: bool = False
+    up_at: float = 0.0  # trio time the handshake completed
     on_up: Callable[[], None] | None = None  # the dialler's, told when the handshake completes
     put: Callable[[bytes], bool] = field(init=False)
 

@@ -37,6 +37,7 @@ from chat.link import Link
 from chat.outbox import Flusher
 from chat.protocol import (
     PROTO,
+    CaughtUp,
     Error,
     Event,
     EventKind,
@@ -58,6 +59,7 @@ log = logging.getLogger("chat")
 
 Peer = Link | TextSession  # what an open connection serves
 OWN_CATCH_UP = 1000  # a node's own old events it may send as catch-up, on the large budget
+CATCH_UP_WINDOW = 60.0  # seconds a link's events may count as catch-up without caught_up
 
 
 class Links:
@@ -191,6 +193,7 @@ class Links:
             existing.conn.finish(Closing(Reason.DUPLICATE))
         conn.established = conn.keepalive = True
         link.active = link.verified = True
+        link.up_at = trio.current_time()
         self.router.neighbours[hello.node] = link
         self.router.catch_up(link, hello.have)
         # Its own events it says it has and we lack come as catch-up, on
@@ -218,6 +221,8 @@ class Links:
             return 0.0  # leaving: our leave is sent, nothing more is relayed
         try:
             now = trio.current_time()
+            if not link.live and now - link.up_at >= CATCH_UP_WINDOW:
+                link.live = True  # it never said caught_up: it has had its time
             if isinstance(frame, Event):
                 # The remote's own new events draw on its small budget; what
                 # it forwards (and its own catch-up, which its hello's have
@@ -239,6 +244,8 @@ class Links:
                 link.conn.send_frame(Pong(frame.nonce))
             elif isinstance(frame, Peers):
                 self.role.on_peers(link, frame)
+            elif isinstance(frame, CaughtUp):
+                link.live = True
             elif isinstance(frame, Error):
                 # The sender closes after an error (§7); one that keeps
                 # talking and errs again is closed here, not heard forever.

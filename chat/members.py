@@ -27,6 +27,7 @@ class Entry:
     history: bool = False
     event: Event | None = None  # the protocol event (None for a gap)
     origin: str = ""
+    sent: float | None = None  # the claimed time, when ``ts`` is the arrival (chat.screen)
 
 
 @dataclass(slots=True)

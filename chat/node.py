@@ -56,6 +56,7 @@ class Node:
             history=config.history,
             history_bytes=config.history_bytes,
             hold_back=config.hold_back,
+            quiet_after=config.timing.dead_after,
             sink=sink or (lambda entry: None),
             on_event=self._on_event,
         )
@@ -189,9 +190,10 @@ class Node:
                     log.exception("internal error in the timers of %r", conn)
                     conn.abort(Closing(Reason.INTERNAL))
             try:
+                self.router.tick(now)
                 self.role.tick(now)
             except Exception:
-                log.exception("internal error in the role's timer")
+                log.exception("internal error in a timer")
 
     async def _gap_timer(self) -> None:
         while True:

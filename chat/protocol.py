@@ -129,6 +129,11 @@ class Pong:
 
 
 @dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """The catch-up after a handshake is all sent: what follows is live."""
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     code: str
     message: str = ""
@@ -156,7 +161,7 @@ class TextLine:
     text: str
 
 
-Frame: TypeAlias = Hello | Event | Peers | Ping | Pong | Error | Unknown | Duplicate
+Frame: TypeAlias = Hello | Event | Peers | Ping | Pong | CaughtUp | Error | Unknown | Duplicate
 
 # --------------------------------------------------------------------------
 # Validation helpers, shared by the decoder and by local input checks.
@@ -367,6 +372,8 @@ def parse_frame(line: bytes) -> Frame:
         return Ping(_nonce(obj))
     if kind == "pong":
         return Pong(_nonce(obj))
+    if kind == "caught_up":
+        return CaughtUp()
     if kind == "error":
         # Kept short: a remote's words go to logs and screens (§7 readings).
         message = obj.get("message", "")
@@ -412,6 +419,8 @@ def encode(frame: Frame) -> bytes:
         return _dumps({"type": "ping", "nonce": frame.nonce})
     if isinstance(frame, Pong):
         return _dumps({"type": "pong", "nonce": frame.nonce})
+    if isinstance(frame, CaughtUp):
+        return _dumps({"type": "caught_up"})
     if isinstance(frame, Error):
         return _dumps({"type": "error", "code": frame.code, "message": frame.message})
     raise TypeError(f"cannot encode {frame!r}")

@@ -63,10 +63,25 @@ def describe(entry: Entry) -> str:
     return f"*** {who}: {kind}"
 
 
+def sent(entry: Entry) -> str:
+    """The mark of a line shown at its arrival time: ``(sent 09:14:02) ``, or ""."""
+    if entry.sent is None:
+        return ""
+    try:
+        claimed = time.localtime(entry.sent)
+        if claimed[:3] == time.localtime(entry.ts)[:3]:
+            when = time.strftime("%H:%M:%S", claimed)
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M", claimed)
+    except (OverflowError, OSError, ValueError):
+        when = "??"
+    return f"(sent {when}) "
+
+
 def line(entry: Entry) -> str:
     """One transcript line, without newline: ``HH:MM:SS [history] ...``."""
     mark = "[history] " if entry.history else ""
-    return f"{clock(entry.ts)} {mark}{describe(entry)}"
+    return f"{clock(entry.ts)} {mark}{sent(entry)}{describe(entry)}"
 
 
 def as_json(entry: Entry) -> str:
@@ -77,4 +92,6 @@ def as_json(entry: Entry) -> str:
     else:
         obj = entry.event.fields()
         obj["history"] = entry.history
+        if entry.sent is not None:
+            obj["shown_at"] = entry.ts  # its ts was too far off this node's clock
     return json.dumps(obj, ensure_ascii=False)

@@ -20,7 +20,8 @@ from chat.changes import Changes
 from chat.flow import Cursor
 from chat.link import Link
 from chat.members import Entry, Membership
-from chat.protocol import Event, EventKind
+from chat.protocol import CaughtUp, Event, EventKind
+from chat.screen import Screen
 from chat.state import Delivery, History, Sequencer
 from chat.textclient import TextAudience
 
@@ -41,6 +42,7 @@ class Router:
         history: int,
         history_bytes: int,
         hold_back: float,
+        quiet_after: float,
         sink: Sink,
         on_event: EventHook,
     ) -> None:
@@ -50,6 +52,7 @@ class Router:
         self.sequencer = Sequencer(hold_back=hold_back)
         self.history = History(history, history_bytes)
         self.members = Membership()
+        self.screen = Screen(self.members, quiet_after, me.id)  # what is shown, and when
         self.neighbours: dict[str, Link] = {}  # node id -> the one active link to it
         self.audience = TextAudience()  # plain-text clients that have not left
         self.gaps = Changes()  # a gap opened: the gap timer's deadline may move
@@ -66,7 +69,7 @@ class Router:
         self._flood(event, self.history.add(event, link.serial), link)
         self.on_event(link, event)
         if deliveries:
-            self.deliver(deliveries)
+            self.deliver(deliveries, live=link.live)
         else:
             self.gaps.notify()
         self.changes.notify()
@@ -77,12 +80,18 @@ class Router:
         self.sequencer.record_own(author.id, author.seq)
         self._flood(event, self.history.add(event), None)
         self.on_event(None, event)
-        self.deliver([event])
+        self.deliver([event], live=True)
         return event
 
     def expire(self) -> None:
         """Give up the gaps open too long; show what they held (§5)."""
-        self.deliver(self.sequencer.expire(trio.current_time()))
+        self.deliver(self.sequencer.expire(trio.current_time()), live=False)
+
+    def tick(self, now: float) -> None:
+        """Show the held ``lost`` reports whose time has come (chat.screen)."""
+        due = self.screen.due(now)
+        if due:
+            self._show(due)
 
     # ------------------------------------------------------------ sending
 
@@ -102,6 +111,7 @@ class Router:
 
         start = self.history.recent_start(CATCH_UP_BYTES, wanted)
         link.cursor = Cursor(start, serial=serial, node=node, have=have)
+        link.catch_up_end = self.history.end
         self.refill(link)
 
     def _flood(self, event: Event, number: int | None, came_from: Link | None) -> None:
@@ -123,6 +133,10 @@ class Router:
         cursor = link.cursor
         if cursor is not None and cursor.refill(self.history, link.conn.send):
             link.cursor = None
+        end = link.catch_up_end
+        behind = link.cursor is not None and link.cursor.next < (end or 0)
+        if end is not None and not behind and link.conn.send_frame(CaughtUp()):
+            link.catch_up_end = None  # said: what follows is live (§6 readings)
 
     def unsent(self, link: Link) -> bytes:
         """What ``link`` still lacks (its most recent part), as bytes; it is up to date then."""
@@ -131,9 +145,13 @@ class Router:
 
     # ------------------------------------------------------------ showing
 
-    def deliver(self, deliveries: Iterable[Delivery]) -> None:
-        """Show delivered events (and gaps) to the person and the text clients."""
-        joined = self.me.joined
+    def deliver(self, deliveries: Iterable[Delivery], *, live: bool) -> None:
+        """Show delivered events (and gaps) to the person and the text clients.
+
+        ``live``: they came after their link's catch-up, or were made here.
+        """
+        now, wall, joined = trio.current_time(), time.time(), self.me.joined
+        entries = []
         for delivery in deliveries:
             if (
                 isinstance(delivery, Event)
@@ -143,8 +161,13 @@ class Router:
                 # A stale report (a cut since healed) about us or about a
                 # node we are linked to right now: kept and forwarded, not shown.
                 continue
-            entry = self.members.apply(delivery, delivery.ts < joined)
+            entry = self.screen.show(delivery, now=now, wall=wall, joined=joined, live=live)
             if entry is not None:
-                self.sink(entry)
-                self.audience.show(entry)
+                entries.append(entry)
+        self._show(entries)
+
+    def _show(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self.sink(entry)
+            self.audience.show(entry)
         self.changes.notify()

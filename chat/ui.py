@@ -37,7 +37,7 @@ from prompt_toolkit.validation import ValidationError, Validator
 
 from chat.members import Entry
 from chat.protocol import MAX_TEXT, name_problem
-from chat.render import clock, describe, safe
+from chat.render import clock, describe, safe, sent
 
 # Colours that read on dark and light backgrounds alike; a name keeps its
 # colour for the whole session and across sessions (crc32, not hash()).
@@ -65,6 +65,8 @@ def formatted(entry: Entry) -> FormattedText:
     parts: list[tuple[str, str]] = [("class:time", clock(entry.ts) + " ")]
     if entry.history:
         parts.append(("class:history", "[history] "))
+    if entry.sent is not None:
+        parts.append(("class:history", sent(entry)))
     if entry.kind == "msg":
         text_style = "class:history" if entry.history else ""
         parts += [

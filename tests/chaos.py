@@ -442,14 +442,19 @@ class Mesh:
             if (origin, seq) in seen:
                 problems.append(f"{who} line {number}: {_event(obj)} shown twice")
                 continue
-            if seq < last_seq.get(origin, 0):
+            # A lost report may be held while its subject was heard lately
+            # (chat/screen.py), so it may come after later lines of its origin.
+            if seq < last_seq.get(origin, 0) and kind != "lost":
                 problems.append(
                     f"{who} line {number}: {_event(obj)} after seq {last_seq[origin]}"
                     " of the same origin"
                 )
             seen.add((origin, seq))
             last_seq[origin] = max(seq, last_seq.get(origin, 0))
-            if obj["history"] != (obj["ts"] < holder.joined):
+            # History is what came as catch-up from before the join (§6 readings):
+            # an event created after the join is never history; one from before
+            # that came live (a healed cut, relayed) is shown with its own time.
+            if obj["history"] and obj["ts"] >= holder.joined:
                 problems.append(f"{who} line {number}: history={obj['history']} on {_event(obj)}")
             if kind != "msg":
                 continue

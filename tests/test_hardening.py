@@ -678,3 +678,70 @@ async def test_made_up_origins_cost_bounded_state(
         await trio.sleep(HOLD_BACK + 1)  # every gap given up, by the heap
         assert node.sequencer.held_bytes == 0
         await peer.stop()
+
+
+# --------------------------------------------------------------------------
+# 7. lost and ts: what one member says of others and of the time
+
+
+async def test_a_lost_report_cannot_make_a_talking_member_look_gone(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Behind a hub, anyone's lost about alice was shown while she was there.
+    with trio.fail_after(300):
+        hub = await start_node(nursery, Config(name="hub"), HubRole(quiet=True))
+        bob = await start_node(nursery, Config(name="bob"))
+        bob.dial(hub)
+        await bob.wait_linked(hub)
+        alice = await chatter(nursery, hub.port, "alice")
+        liar = await chatter(nursery, hub.port, "liar")
+        await bob.wait_entry(lambda e: e.kind == "join" and e.origin == liar.id)
+        quiet_after = bob.node.config.timing.dead_after
+        for i in range(3):
+            await liar.send(liar.event("lost", node=alice.id).raw)
+            await bob.until(lambda: bob.node.sequencer.have(liar.id) == liar.seq)
+            await trio.sleep(quiet_after / 2)  # held, not shown: she spoke lately
+            assert bob.about("lost", alice.id) == []
+            said = await alice.say(f"still here {i}")  # heard: the report was stale
+            await bob.wait_text(said.text)
+        await trio.sleep(quiet_after)
+        assert bob.about("lost", alice.id) == []
+        # Now alice really goes: the hub's report is shown, once her silence
+        # has lasted the dead-link time.
+        await alice.abort()
+        gone = trio.current_time()
+        entry = await bob.wait_entry(
+            lambda e: e.kind == "lost" and e.event is not None and e.event.node == alice.id
+        )
+        assert entry.history is False
+        assert trio.current_time() - gone <= quiet_after + 1
+        await bob.stop()
+        await hub.stop()
+
+
+async def test_a_chosen_ts_never_makes_a_live_message_history(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(20):
+        hub = await start_node(nursery, Config(name="hub"), HubRole(quiet=True))
+        early = await chatter(nursery, hub.port, "early")
+        old = early.event("msg", "said before bob came")
+        await early.send(old.raw)
+        await hub.wait_text(old.text)
+        bob = await start_node(nursery, Config(name="bob"))
+        bob.dial(hub)
+        history = await bob.wait_text(old.text)
+        assert history.history  # catch-up from before bob's join: history, as always
+        liar = await chatter(nursery, hub.port, "liar")
+        now = time.time()
+        for shift, text in ((-3600, "an hour ago, says I"), (+3600, "from the future")):
+            event = make_event("msg", liar.id, liar.seq + 1, now + shift, "liar", text=text)
+            liar.seq += 1
+            await liar.send(event.raw)
+            shown = await bob.wait_text(text)
+            assert not shown.history
+            assert shown.sent == now + shift  # the claim, beside...
+            assert abs(shown.ts - time.time()) < 10  # ...the time it came
+            assert render.line(shown).split(" ", 1)[1].startswith("(sent ")
+        await bob.stop()
+        await hub.stop()
