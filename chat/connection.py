@@ -10,6 +10,7 @@ stream. The back-pressure policy is the :class:`~chat.outbox.Outbox`'s.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from typing import Protocol
@@ -24,6 +25,7 @@ from chat.protocol import Error, Frame, Ping, ProtocolError, TextLine, encode
 from chat.sockets import READ_SIZE, read_or_none, unacknowledged
 
 REFUSE_WAIT = 1.0  # seconds a refused connection may take to show its dialect
+TEXT_IDLE = 0.5  # seconds of silence after a partial plain-text line: it is a line
 BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
 
 log = logging.getLogger("chat")
@@ -41,12 +43,19 @@ class Handler(Protocol):
         """The writer emptied the outbox: room for more."""
         ...
 
+    def on_silent(self) -> None:
+        """An accepted connection said nothing in the handshake time."""
+        ...
+
 
 class _Nobody:
     def on_frame(self, frame: Frame | TextLine) -> float:
         return 0.0
 
     def on_drained(self) -> None:
+        pass
+
+    def on_silent(self) -> None:
         pass
 
 
@@ -265,6 +274,13 @@ class Connection:
 
     def _timed_out(self) -> None:
         timing = self.timing
+        if not self.outgoing and self.decoder.plain_text is None:
+            # Nothing at all in the handshake time: not a node (a node
+            # speaks first, §3), so a person, or a client that listens
+            # before it talks. It gets the chat as text from now on.
+            self.decoder.plain_text = True
+            self.handler.on_silent()
+            return
         if self.outgoing:
             self.finish(Closing(Reason.NO_HELLO, f"no hello within {timing.handshake:g} s"))
         else:
@@ -316,42 +332,56 @@ class Connection:
         fd = self.outbox.fd
         while True:
             try:
-                if fd is None:
-                    data = bytes(await self.stream.receive_some(READ_SIZE))
-                else:
-                    got = read_or_none(fd)
-                    if got is None:
-                        # Not inside an except clause: awaiting there would
-                        # keep an exception and its traceback alive while idle.
-                        await trio.lowlevel.wait_readable(fd)
-                        continue
-                    # A read that never blocks must still let others run.
-                    await trio.lowlevel.checkpoint()
-                    data = got
+                # A plain-text line begun and left without its end is taken
+                # as it is after a moment's silence (a client that sends
+                # each message without a newline, as the relay seed's does).
+                idle = TEXT_IDLE if decoder.partial else math.inf
+                with trio.move_on_after(idle) as waited:
+                    if fd is None:
+                        data = bytes(await self.stream.receive_some(READ_SIZE))
+                    else:
+                        got = read_or_none(fd)
+                        if got is None:
+                            # Not inside an except clause: awaiting there would
+                            # keep an exception and its traceback alive while idle.
+                            await trio.lowlevel.wait_readable(fd)
+                            continue
+                        # A read that never blocks must still let others run.
+                        await trio.lowlevel.checkpoint()
+                        data = got
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self.finish(_reset(exc))
                 return
+            if waited.cancelled_caught:
+                await self._dispatch(decoder.flush())
+                continue
             self.heard_at = trio.current_time()
             frames = decoder.feed(data) if data else decoder.close()
             if self.refusal is not None:
                 self.fail(self.refusal, text=None if data else True)  # in its dialect
                 return
-            for frame in frames:
-                if self.closing is not None:
-                    return
-                pause = self.handler.on_frame(frame)
-                if pause > 0:
-                    # Flood control: stop reading for a while; TCP pushes
-                    # back on the sender (trio back-pressure, no buffering).
-                    await trio.sleep(pause)
-            if self.outbox.flusher is not None:
-                self.outbox.flusher.flush_now()
+            if not await self._dispatch(frames):
+                return
             if decoder.error:
                 self.fail(decoder.error)
                 return
             if not data:
                 self.finish(Closing(Reason.CLOSED_BY_REMOTE))
                 return
+
+    async def _dispatch(self, frames: list[Frame | TextLine]) -> bool:
+        """Hand ``frames`` to the handler; False once the connection is closing."""
+        for frame in frames:
+            if self.closing is not None:
+                return False
+            pause = self.handler.on_frame(frame)
+            if pause > 0:
+                # Flood control: stop reading for a while; TCP pushes
+                # back on the sender (trio back-pressure, no buffering).
+                await trio.sleep(pause)
+        if self.outbox.flusher is not None:
+            self.outbox.flusher.flush_now()
+        return self.closing is None
 
     def _start_writer(self) -> None:
         if self._nursery is None:  # not serving yet: the first flush will do

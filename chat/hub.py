@@ -7,7 +7,7 @@ logs what happens in the style of the classic relay server::
     [SUCCESS] hub listening on 0.0.0.0:8080
     [NEW CONNECTION] alice (127.0.0.1:53412)
     [ACTIVE CONNECTIONS] 2
-    [RECEIVED] alice: hello
+    [RECEIVED] From alice: hello
     [DISCONNECTED] alice (left)
 
 One address gets at most ``LOG_RATE`` lines a second (bursts of
@@ -92,6 +92,12 @@ class HubRole(Role):
         self._event(_ip(where), "DISCONNECTED", "%s (%s)", name, why)
         self._event(_ip(where), "ACTIVE CONNECTIONS", "%d", self._active())
 
+    def closed_unheard(self, where: str, closing: Closing) -> None:
+        if self.quiet or self.node.stopping:
+            return
+        unheard = "closed before saying anything" if closing.reason in _THEIRS else str(closing)
+        self._event(_ip(where), "DISCONNECTED", "%s (%s)", where, unheard)
+
     def link_failed(self, link: Link) -> None:
         if not self.node.stopping:
             self._event(_ip(link.where), "ERROR", "%s: %s", link.where, link.conn.closing)
@@ -106,7 +112,10 @@ class HubRole(Role):
     def on_event(self, link: Link | None, event: Event) -> None:
         if event.kind == "msg" and not self.quiet:
             where = _ip(link.where) if link else self._addresses.get(event.origin, "")
-            self._event(where, "RECEIVED", "%s: %s", event.name, event.text)
+            self._event(where, "RECEIVED", "From %s: %s", event.name, event.text)
+
+
+_THEIRS = frozenset({Reason.CLOSED_BY_REMOTE, Reason.RESET, Reason.LEFT})
 
 
 def _ip(where: str) -> str:

@@ -100,9 +100,14 @@ def node_departure(
 
 
 def client_departure(closing: Closing, *, said_leave: bool, stopping: bool) -> Departure:
-    """A plain-text client's close (§9): closing its side is its leave."""
+    """A plain-text client's close (§9): closing its side is its leave.
+
+    A reset counts as closing too: a client closing with lines still unread
+    makes its kernel send RST, not FIN. A host that vanished sends neither
+    (a dead link: lost).
+    """
     if said_leave or stopping:
         return Departure.NONE
-    if closing.reason is Reason.CLOSED_BY_REMOTE:
+    if closing.reason in (Reason.CLOSED_BY_REMOTE, Reason.RESET):
         return Departure.LEAVE
     return Departure.LOST

@@ -22,6 +22,8 @@ class Owner(Protocol):
 
     def link_drained(self, link: Link) -> None: ...
 
+    def link_silent(self, link: Link) -> None: ...
+
 
 @dataclass(eq=False, slots=True)
 class Link:
@@ -64,6 +66,9 @@ class Link:
 
     def on_drained(self) -> None:
         self.owner.link_drained(self)
+
+    def on_silent(self) -> None:
+        self.owner.link_silent(self)
 
     @property
     def node(self) -> str:

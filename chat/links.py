@@ -144,6 +144,28 @@ class Links:
     def link_drained(self, link: Link) -> None:
         self.router.refill(link)
 
+    def link_silent(self, link: Link) -> None:
+        """Nothing came in the handshake time: a person who listens first (§9)."""
+        if self.stopping:
+            return
+        try:
+            self._text_session(link)
+        except ProtocolError as exc:
+            link.conn.fail(exc, text=True)
+        self.changes.notify()
+
+    def _text_session(self, link: Link) -> TextSession:
+        conn = link.conn
+        self._admit(conn, text=True)
+        keep_alive(conn.stream, conn.timing.ping_after)  # (it cannot answer pings)
+        session = TextSession(conn, link.flood, self, self.router.audience)
+        self.connections[conn] = session
+        session.open()
+        return session
+
+    def client_joined(self, session: TextSession) -> None:
+        self.role.client_up(session)
+
     def _first_frame(self, link: Link, frame: Frame | TextLine) -> float:
         """The first frame decides what a connection is: a node or a person (§3, §9)."""
         if not self.stopping:
@@ -157,13 +179,7 @@ class Links:
     def _choose(self, link: Link, frame: Frame | TextLine) -> None:
         conn = link.conn
         if isinstance(frame, TextLine) and not conn.outgoing:
-            self._admit(conn, text=True)
-            keep_alive(conn.stream, conn.timing.ping_after)  # (it cannot answer pings)
-            session = TextSession(conn, link.flood, self, self.router.audience)
-            self.connections[conn] = session
-            rest = session.begin(frame.text)
-            self.role.client_up(session)
-            session.handle(rest)
+            self._text_session(link).handle(frame.text)
         elif isinstance(frame, Error) and conn.outgoing:
             self.role.on_error(link, frame)
             conn.finish(Closing(Reason.REFUSED, f"refused: {frame.code}"))
@@ -262,6 +278,9 @@ class Links:
     def _closed(self, peer: Peer, closing: Closing) -> None:
         if isinstance(peer, TextSession):
             self.router.audience.sessions.discard(peer)
+            if not peer.joined:  # it never spoke: nobody was told it came
+                self.role.closed_unheard(peer.where, closing)
+                return
             how = client_departure(closing, said_leave=peer.left, stopping=self.stopping)
             peer.left = True
             if how is Departure.LEAVE:
@@ -271,7 +290,9 @@ class Links:
             self.role.client_down(peer, how is Departure.LOST)
             return
         if not peer.active:
-            if closing.reason not in QUIET:
+            if peer.conn.decoder.plain_text is None and not peer.conn.outgoing:
+                self.role.closed_unheard(peer.where, closing)  # a port probe, say
+            elif closing.reason not in QUIET:
                 self.role.link_failed(peer)
             return
         member = self.router.members.get(peer.node)

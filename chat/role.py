@@ -12,6 +12,7 @@ import logging
 from typing import Protocol
 
 from chat.config import Config
+from chat.lifecycle import Closing
 from chat.link import Link
 from chat.protocol import Error, Event, Peers, RoleName
 from chat.textclient import TextAudience, TextSession
@@ -66,7 +67,11 @@ class Role:
         log.info("connection with %s ended: %s", link.name, link.conn.closing)
 
     def client_up(self, session: TextSession) -> None:
-        """A plain-text client joined (§9)."""
+        """A plain-text client joined (§9): it spoke its first words."""
+
+    def closed_unheard(self, where: str, closing: Closing) -> None:
+        """A connection closed before it said anything (a port probe, a
+        listener that never spoke): nobody was told it came."""
 
     def client_down(self, session: TextSession, lost: bool) -> None:
         """A plain-text client's connection ended."""

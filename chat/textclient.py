@@ -46,6 +46,9 @@ class Host(Protocol):
 
     def originate(self, author: Author, kind: EventKind, **extra: str) -> Event: ...
 
+    def client_joined(self, session: TextSession) -> None:
+        """The client spoke its first words: it is a member now."""
+
 
 class TextAudience:
     """A node's plain-text clients, as one audience for the chat's lines."""
@@ -94,9 +97,13 @@ def _line(entry: Entry, history: bool) -> bytes:
 
 
 class TextSession:
-    """One plain-text client: its author, its commands, its budget."""
+    """One plain-text client: its author, its commands, its budget.
 
-    __slots__ = ("audience", "author", "conn", "flood", "host", "left")
+    It listens from the moment it is opened (the chat comes to it as text)
+    and joins with its first words: a ``/nick NAME`` or a message (§9).
+    """
+
+    __slots__ = ("audience", "author", "conn", "flood", "host", "joined", "left")
 
     def __init__(
         self, conn: Connection, flood: FloodControl, host: Host, audience: TextAudience
@@ -106,6 +113,7 @@ class TextSession:
         self.host = host
         self.audience = audience
         self.author = Author(self.where[-32:])  # named by its address until /nick
+        self.joined = False  # it has spoken: its join was made
         self.left = False
 
     @property
@@ -117,22 +125,13 @@ class TextSession:
         remote = self.conn.remote
         return join_addr(*remote) if remote else "?"
 
-    def begin(self, first_line: str) -> str:
-        """Join the chat with the first line, which may name the client (§9).
-
-        Answers what is left of that line to :meth:`handle` once the node
-        has announced the client: the line itself, or "" for a ``/nick``.
-        """
+    def open(self) -> None:
+        """Take over the connection and show the recent lines, as history."""
         conn = self.conn
         conn.established = True
         conn.handler = self
-        action = parse(first_line)
-        if isinstance(action, Command) and action.name == "nick" and not name_problem(action.arg):
-            self.author.name, first_line = action.arg, ""
         self.author.joined = time.time()
         self.audience.welcome(self)
-        self.host.originate(self.author, "join")
-        return first_line
 
     def on_frame(self, frame: Frame | TextLine) -> float:
         """A line from the client; answers how long to stop reading it."""
@@ -149,18 +148,29 @@ class TextSession:
     def on_drained(self) -> None:
         """Nothing waits for room: a text client's lines are never held back."""
 
+    def on_silent(self) -> None:
+        """(Only a connection not yet chosen can be silent.)"""
+
     def handle(self, line: str) -> None:
         """Act on one line the client sent: a command or a message."""
-        if self.host.stopping:
+        if self.host.stopping or self.left:
             return
         action = parse(line)
         if action is None:
             return
-        if isinstance(action, Command) and action.name in COMMANDS:
-            if action.name == "exit":
+        command, arg = (action.name, action.arg) if isinstance(action, Command) else ("", "")
+        if not self.joined:
+            if command == "nick" and not name_problem(arg):
+                self.author.name = arg  # its first words name it (§9)
+                self._join()
+                return
+            if command != "exit":
+                self._join()  # its first words: named by its address
+        if command in COMMANDS:
+            if command == "exit":
                 self.leave()
             else:
-                self._rename(action.arg)
+                self._rename(arg)
             return
         # Any other line is a message as typed, /word and //word included (§9).
         problem = text_problem(line)
@@ -168,6 +178,11 @@ class TextSession:
             self.note(f"not sent: {problem}")
             return
         self.host.originate(self.author, "msg", text=line)
+
+    def _join(self) -> None:
+        self.joined = True
+        self.host.originate(self.author, "join")
+        self.host.client_joined(self)
 
     def _rename(self, name: str) -> None:
         problem = name_problem(name)
@@ -178,10 +193,11 @@ class TextSession:
             self.host.originate(self.author, "nick")
 
     def leave(self) -> None:
-        """``/exit``: the client's leave, then close."""
+        """``/exit``: the client's leave (if it had joined), then close."""
         self.left = True
         self.audience.sessions.discard(self)
-        self.host.originate(self.author, "leave")
+        if self.joined:
+            self.host.originate(self.author, "leave")
         self.conn.finish(Closing(Reason.LEFT))
 
     def note(self, text: str) -> None:

@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 from chat.config import Timing
-from chat.connection import Connection
+from chat.connection import TEXT_IDLE, Connection
 from chat.lifecycle import Closing, Reason
 from chat.outbox import Flusher, Outbox
 from chat.protocol import Error, Frame, Ping, TextLine, encode
@@ -29,6 +29,7 @@ class Recorder:
     def __init__(self) -> None:
         self.frames: list[object] = []
         self.drained = trio.Event()
+        self.silent = False
 
     def on_frame(self, frame: Frame | TextLine) -> float:
         self.frames.append(frame)
@@ -36,6 +37,9 @@ class Recorder:
 
     def on_drained(self) -> None:
         self.drained.set()
+
+    def on_silent(self) -> None:
+        self.silent = True
 
 
 # --------------------------------------------------------------------------
@@ -242,27 +246,60 @@ async def test_frames_read_go_to_the_handler_and_errors_close_in_the_remotes_dia
 # Timers (the node's watchdog calls check)
 
 
-@pytest.mark.parametrize("outgoing", [False, True])
-async def test_handshake_deadline(autojump_clock: trio.testing.MockClock, outgoing: bool) -> None:
+@pytest.mark.parametrize("case", ["dialled", "half a hello", "silent"])
+async def test_handshake_deadline(autojump_clock: trio.testing.MockClock, case: str) -> None:
     with trio.fail_after(100):  # virtual seconds
         ours, theirs = trio.testing.memory_stream_pair()
+        recorder = Recorder()
         async with trio.open_nursery() as nursery:
-            conn = Connection(theirs, None, outgoing=outgoing, timing=Timing(handshake=10))
+            conn = Connection(theirs, None, outgoing=case == "dialled", timing=Timing(handshake=10))
+            conn.handler = recorder
             nursery.start_soon(conn.serve, nursery)
+            if case == "half a hello":
+                await ours.send_all(b'{"type":"hel')  # a node, by its first byte
             await trio.sleep(9.9)
             conn.check(trio.current_time())
             assert conn.open
             await trio.sleep(0.1)
             conn.check(trio.current_time())
+            if case == "silent":
+                # Nothing at all: not a node (a node speaks first), so a person
+                # who listens first. Its handler is told; nothing is cut.
+                assert recorder.silent and conn.open and conn.plain_text
+                nursery.cancel_scope.cancel()
+                return
             await conn.closed.wait()
             got = b""
             while data := await ours.receive_some():
                 got += data
         assert conn.closing is not None
-        if outgoing:
+        if case == "dialled":
             assert conn.closing.reason is Reason.NO_HELLO and got == b""
         else:
             assert got == encode(Error("handshake_timeout", "no first line within 10 s"))
+
+
+async def test_a_partial_text_line_is_a_line_after_a_moments_silence(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(100):
+        ours, theirs = trio.testing.memory_stream_pair()
+        recorder = Recorder()
+        async with trio.open_nursery() as nursery:
+            conn = Connection(theirs, None, outgoing=False)
+            conn.handler = recorder
+            nursery.start_soon(conn.serve, nursery)
+            await ours.send_all(b"hel")
+            await trio.sleep(TEXT_IDLE / 2)
+            await ours.send_all(b"lo")  # within the idle time: the same line
+            await trio.sleep(TEXT_IDLE / 2)
+            assert recorder.frames == []
+            await trio.sleep(TEXT_IDLE)  # silent long enough: the line is taken
+            assert recorder.frames == [TextLine("hello")]
+            await ours.send_all(b"second\r")  # a lone CR ends a line at once
+            await trio.testing.wait_all_tasks_blocked()
+            assert recorder.frames == [TextLine("hello"), TextLine("second")]
+            nursery.cancel_scope.cancel()
 
 
 async def test_keepalive_pings_then_dead_link(autojump_clock: trio.testing.MockClock) -> None:

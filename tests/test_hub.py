@@ -36,12 +36,12 @@ from procs import (
     process_group,
     said,
 )
+from programs import path_of
 from wire import WireClient, summary
 
 from chat.logs import HubFormatter, wants_colour
 from chat.protocol import CaughtUp, Error, Event, Hello, Peers
 
-NC = ("/usr/bin/nc",)
 TRANSCRIPT_LINE = re.compile(rf"^{CLOCK} (\[history\] )?(<[^>]+> .+|\*\*\* .+)$")
 MSG_LINE = re.compile(rf"^{CLOCK} (?:\[history\] )?<(?P<name>[^>]+)> (?P<text>.*)$")
 HUB_LISTENING = re.compile(rf"^{CLOCK} \[SUCCESS\] hub listening on (?P<host>.+):(?P<port>\d+)$")
@@ -72,7 +72,7 @@ def disconnected(name: str, why: str) -> re.Pattern[str]:
 
 
 def received(name: str, text: str) -> re.Pattern[str]:
-    return logged("RECEIVED", rf"{re.escape(name)}: {re.escape(text)}")
+    return logged("RECEIVED", rf"From {re.escape(name)}: {re.escape(text)}")
 
 
 def status(text: str) -> re.Pattern[str]:
@@ -406,6 +406,7 @@ async def test_hub_fans_out_every_message_to_200_clients() -> None:
 # ----------------------------------------------------------------- netcat
 
 
+@pytest.mark.needs("nc")
 async def test_netcat_chats_with_peers_through_the_hub() -> None:
     with trio.fail_after(20):
         async with watched_group() as group:
@@ -415,7 +416,7 @@ async def test_netcat_chats_with_peers_through_the_hub() -> None:
             await alice.wait_stdout(joined("carol", history=None))
             await carol.wait_stdout(joined("alice", history=None))
 
-            nc = await group.start("127.0.0.1", str(hub.port), command=NC, label="nc")
+            nc = await group.start("127.0.0.1", str(hub.port), command=(path_of("nc"),), label="nc")
             await nc.send_line("/nick bob")
             await nc.send_line("hello from netcat")
             for proc in (alice, carol):
@@ -548,6 +549,7 @@ async def test_linked_hubs_survive_a_killed_hub_restarted_on_its_port() -> None:
 # --------------------------------------------------- the command, its log
 
 
+@pytest.mark.needs("nc")
 async def test_hub_exits_0_on_sigint_and_sigterm_telling_clients_shutting_down() -> None:
     with trio.fail_after(20):
         async with watched_group() as group, trio.open_nursery() as readers:
@@ -560,7 +562,7 @@ async def test_hub_exits_0_on_sigint_and_sigterm_telling_clients_shutting_down()
             netcats: dict[signal.Signals, ChatProcess] = {}
             for sig, hub in hubs.items():
                 nc = netcats[sig] = await group.start(
-                    "127.0.0.1", str(hub.port), command=NC, label=f"nc on {hub.name}"
+                    "127.0.0.1", str(hub.port), command=(path_of("nc"),), label=f"nc on {hub.name}"
                 )
                 await nc.send_line("/nick typist")
                 await nc.wait_stdout(joined("typist", history=False))

@@ -803,24 +803,34 @@ async def test_peers_frame_lists_dialable_peers(group: Group) -> None:
 # Timers: handshake, keepalive, dead link (§3, §7), hold-back (§5)
 
 
-async def test_silent_client_gets_handshake_timeout(
+async def test_a_silent_client_is_a_listener_after_the_handshake_time(
     group: Group, autojump_clock: trio.testing.MockClock
 ) -> None:
-    with trio.fail_after(11):  # the protocol's 10 s, on the virtual clock
+    # A node speaks first (§3): a connection still silent when the handshake
+    # time ends is a person (or a legacy client) who listens before talking.
+    with trio.fail_after(30):  # virtual seconds
         a = await group.start("a")
-        client = await group.client(a.port)
+        assert a.node.say("said before") is None
+        listener = await trio.open_tcp_stream(HOST, a.port)
         start = trio.current_time()
-        error = await client.receive_frame()
-        assert isinstance(error, Error)
-        assert error.code == "handshake_timeout"
+        got = await listener.receive_some()
         assert 10 <= trio.current_time() - start < 10.5
-        assert await client.expect_eof() == []
+        assert not got.startswith(b"{")  # text, never JSON
+        assert b"[history] <a> said before" in got
+        assert not [e for e in a.entries if e.kind == "join" and e.origin != a.id]
+        # Its first words make it a member, named by its address.
+        await listener.send_all(b"hello at last\n")
+        said = await a.wait_text("hello at last")
+        assert said.who.startswith("127.0.0.1:")
+        await listener.aclose()
+        await a.wait_entry(lambda e: e.kind == "leave" and e.origin == said.origin)
 
 
-async def test_short_handshake_timeout_on_real_clock(group: Group) -> None:
+async def test_half_a_hello_gets_handshake_timeout_on_real_clock(group: Group) -> None:
     with trio.fail_after(3):
         a = await group.start("a", timing=Timing(handshake=0.2))
         client = await group.client(a.port)
+        await client.send(b'{"type":"hello"')  # a node by its first byte, never finished
         start = trio.current_time()
         error = await client.receive_frame()
         assert isinstance(error, Error)

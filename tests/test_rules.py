@@ -104,7 +104,8 @@ def test_node_departure(case: tuple[Reason, bool, bool, bool, bool, Departure]) 
     ("reason", "said_leave", "stopping", "expected"),
     [
         (Reason.CLOSED_BY_REMOTE, False, False, Departure.LEAVE),  # closing its side (§9)
-        (Reason.RESET, False, False, Departure.LOST),
+        (Reason.RESET, False, False, Departure.LEAVE),  # closed with lines unread: RST
+        (Reason.DEAD, False, False, Departure.LOST),
         (Reason.PROTOCOL_ERROR, False, False, Departure.LOST),
         (Reason.STALLED, False, False, Departure.LOST),
         (Reason.LEFT, True, False, Departure.NONE),  # /exit made its leave already

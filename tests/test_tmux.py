@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.needs("tmux")  # skipped with a reason where tmux is missing
+
 TRIO_CHAT = str(Path(sys.executable).with_name("trio-chat"))
 WAIT = 10.0  # seconds any one thing may take to appear on a screen
 POLL = 0.02  # seconds between two looks at a screen
