@@ -26,7 +26,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         count = sum(1 for item in session.items if program in _needs(item))
         if why and count and reporter is not None:
             fate = "will fail (CI=true: CI must run every test)" if in_ci() else "will be skipped"
-            reporter.write_line(f"note: {why}: {count} tests {fate}")
+            tests = "test" if count == 1 else "tests"
+            reporter.write_line(f"note: {why}: {count} {tests} {fate}")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -16,6 +16,7 @@ import re
 import resource
 import signal
 import socket
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -40,6 +41,7 @@ from programs import path_of
 from wire import WireClient, summary
 
 from chat.logs import HubFormatter, wants_colour
+from chat.options import RESERVED_FDS, config_from, parse_args
 from chat.protocol import CaughtUp, Error, Event, Hello, Peers
 
 TRANSCRIPT_LINE = re.compile(rf"^{CLOCK} (\[history\] )?(<[^>]+> .+|\*\*\* .+)$")
@@ -711,3 +713,30 @@ def test_colour_only_for_a_terminal_without_no_color(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("NO_COLOR")
     monkeypatch.setenv("TERM", "dumb")
     assert not wants_colour(FakeTerminal())
+
+
+# ------------------------------------------------------ descriptors
+
+
+async def test_the_hub_raises_its_open_files_limit_and_sizes_its_connections_by_it() -> None:
+    # A soft limit of 512 under a hard one of 4096: the hub takes the 4096
+    # (as servers do), so its default --max-connections follows.
+    low = (
+        sys.executable,
+        "-c",
+        "import resource, runpy, sys;"
+        " resource.setrlimit(resource.RLIMIT_NOFILE, (512, 4096));"
+        " sys.argv[0] = 'trio-chat'; runpy.run_module('chat', run_name='__main__')",
+    )
+    with trio.fail_after(20):
+        async with watched_group() as group:
+            hub = await start_hub(group, command=low)
+            limits = await trio.Path(f"/proc/{hub.process.pid}/limits").read_text()
+            (row,) = [line for line in limits.splitlines() if line.startswith("Max open files")]
+            assert row.split()[3:5] == ["4096", "4096"], row
+            hub.signal(signal.SIGTERM)
+            assert await hub.wait() == 0, hub.describe()
+    args = parse_args(["hub", "0"])
+    assert config_from(args, "hub", fd_limit=4096).max_connections == 4096 - RESERVED_FDS
+    args = parse_args(["hub", "0", "--max-connections", "100"])
+    assert config_from(args, "hub", fd_limit=4096).max_connections == 100

@@ -1401,3 +1401,79 @@ def test_any_chunking_searches_each_byte_at_most_once(cuts: list[int]) -> None:
     chunks.append(rest)
     feed_all(decoder, [c for c in chunks if c])
     assert decoder.scanned == len(stream)
+
+
+# --------------------------------------------------------------------------
+# Plain-text lines (§9): how people and their programs end a line
+
+
+def text_lines(*chunks: bytes) -> tuple[list[Frame | TextLine], Decoder]:
+    decoder = Decoder()
+    return feed_all(decoder, list(chunks)), decoder
+
+
+@pytest.mark.parametrize(
+    ("chunks", "lines"),
+    [
+        ((b"one\ntwo\n",), ["one", "two"]),
+        ((b"one\r\ntwo\r\n",), ["one", "two"]),
+        ((b"one\rtwo\r",), ["one", "two"]),  # a lone CR ends a line too
+        ((b"one\r", b"\ntwo\n"), ["one", "two"]),  # CR LF cut between two reads
+        ((b"one\r\x00two\r\n",), ["one", "two"]),  # telnet's CR NUL
+        ((b"one\r\n\r\ntwo\n",), ["one", "", "two"]),  # an empty line is a line
+        ((b"h", b"e", b"l", b"l", b"o", b"\r", b"\n"), ["hello"]),
+        ((b"caf\xc3", b"\xa9\n"), ["café"]),  # UTF-8 cut between reads
+        ((b"bad \xff\xfe\x01\n",), ["bad "]),  # IAC DONT ECHO: a telnet command, dropped
+    ],
+)
+def test_text_line_endings(chunks: tuple[bytes, ...], lines: list[str]) -> None:
+    frames, decoder = text_lines(*chunks)
+    assert frames == [TextLine(line) for line in lines]
+    assert decoder.error is None
+
+
+def test_telnet_commands_are_dropped_never_shown() -> None:
+    IAC, WILL, DO, SB, SE, IP, NOP = 0xFF, 0xFB, 0xFD, 0xFA, 0xF0, 0xF4, 0xF1
+    stream = bytes([IAC, DO, 1, IAC, WILL, 3]) + b"hi " + bytes([IAC, NOP]) + b"there"
+    stream += bytes([IAC, SB, 24, 0]) + b"xterm" + bytes([IAC, SE]) + b"!\r\n"
+    stream += bytes([IAC, IP])  # Ctrl+C at a telnet prompt: Interrupt Process
+    for cut in range(len(stream) + 1):  # every split between two reads
+        frames, decoder = text_lines(*(c for c in (stream[:cut], stream[cut:]) if c))
+        assert frames == [TextLine("hi there!")], cut
+        assert decoder.buffered == 0
+
+
+def test_an_escaped_iac_is_the_byte_itself() -> None:
+    frames, _ = text_lines(b"a\xff\xffb\n")
+    assert frames == [TextLine("a\ufffdb")]  # 0xFF is no UTF-8: shown as a replacement
+
+
+def test_an_endless_telnet_subnegotiation_is_dropped() -> None:
+    frames, decoder = text_lines(b"x" + b"\xff\xfa" + b"y" * 10_000, b"after\n")
+    assert decoder.error is None
+    assert frames == [TextLine("xafter")]
+
+
+def test_a_partial_line_is_held_until_flushed_and_not_before() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"hello") == []
+    assert decoder.partial
+    assert decoder.feed(b" world") == []  # more within the idle time: the same line
+    assert decoder.flush() == [TextLine("hello world")]
+    assert not decoder.partial
+    assert decoder.flush() == []
+
+
+def test_a_partial_text_line_is_bounded() -> None:
+    decoder = Decoder()
+    feed_all(decoder, [b"x" * 1000] * 70)
+    assert decoder.error is not None
+    assert decoder.error.code == "frame_too_long"
+    assert decoder.buffered == 0
+
+
+def test_partial_json_is_never_flushed() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b'{"type":"ping"') == []
+    assert not decoder.partial
+    assert decoder.flush() == []
