@@ -26,15 +26,10 @@ from functools import partial
 import trio
 
 from chat.addr import split_addr
-from chat.protocol import (
-    Hello,
-    Ping,
-    Pong,
-    ProtocolError,
-    encode,
-    make_event,
-    parse_frame,
-)
+from chat.handshake import Handshake
+from chat.keys import SigningKey
+from chat.parse import parse_frame
+from chat.protocol import Hello, Ping, Pong, ProtocolError, encode, make_event, make_hello
 
 READ_SIZE = 65536
 WINDOW = 512  # messages in flight (sent, not yet seen by the probe)
@@ -95,10 +90,11 @@ class Result:
 class _Client:
     index: int
     stream: trio.SocketStream
-    node: str = field(default_factory=lambda: secrets.token_hex(16))
+    key: SigningKey = field(default_factory=SigningKey)
     received: int = 0
     sent: int = 0
-    pending: bytes = b""  # read past the node's hello
+    pending: bytes = b""  # read past the node's handshake
+    frames: list[bytes] = field(default_factory=list)  # its messages, signed before the run
 
 
 class Bench:
@@ -110,35 +106,55 @@ class Bench:
         self.marker = b'"text":"' + self.tag
         self.clients: list[_Client] = []
         self.latencies: list[float] = []
+        # When message n went out (monotonic); its text carries n, so a
+        # receiver's latency is measured from the send, not from the signing.
+        self.sent_at: list[float] = []
         self.first_send = 0.0
         self.last_receive = 0.0
 
     # -------------------------------------------------------------- connect
 
     async def connect(self, index: int, limit: trio.Semaphore) -> _Client:
-        """Open one client and complete its handshake."""
+        """Open one client and complete its handshake (docs/PROTOCOL.md §3)."""
         async with limit:
             stream = await trio.open_tcp_stream(self.o.host, self.o.port)
             client = _Client(index, stream)
-            hello = Hello(client.node, f"bench{index}", "peer", None, {})
-            await stream.send_all(encode(hello))
-            # The node answers with its hello: the handshake is done.
+            key = client.key
+
+            def hello(nonce: bytes) -> Hello:
+                return make_hello(key, nonce, f"bench{index}", "peer", None, {})
+
+            handshake = Handshake(key, outgoing=True, make_hello=hello)
+            await stream.send_all(b"".join(encode(f) for f in handshake.start()))
             buf = b""
-            while b"\n" not in buf:
-                chunk = await stream.receive_some(READ_SIZE)
-                if not chunk:
-                    raise ConnectionError(f"client {index}: closed during the handshake")
-                buf += chunk
-            first, _, client.pending = buf.partition(b"\n")
-            try:
-                answer = parse_frame(first)
-            except ProtocolError as exc:
-                raise ConnectionError(f"client {index}: not a trio-chat node ({exc})") from None
-            if not isinstance(answer, Hello):
-                raise ConnectionError(
-                    f"client {index}: refused: {first[:200].decode(errors='replace')}"
-                )
+            while not handshake.done:
+                while b"\n" not in buf:
+                    chunk = await stream.receive_some(READ_SIZE)
+                    if not chunk:
+                        raise ConnectionError(f"client {index}: closed during the handshake")
+                    buf += chunk
+                line, _, buf = buf.partition(b"\n")
+                try:
+                    answer = handshake.receive(parse_frame(line))
+                except ProtocolError as exc:
+                    raise ConnectionError(
+                        f"client {index}: refused: {line[:200].decode(errors='replace')} ({exc})"
+                    ) from None
+                await stream.send_all(b"".join(encode(f) for f in answer))
+            client.pending = buf
             return client
+
+    def sign(self, senders: list[_Client]) -> None:
+        """Each sender's join and messages, signed before the run (not timed)."""
+        self.sent_at = [0.0] * (len(senders) * self.o.messages)
+        for number, client in enumerate(senders):
+            name = f"bench{client.index}"
+            key = client.key
+            client.frames = [encode(make_event("join", key, 1, time.time(), name))]
+            for n in range(self.o.messages):
+                text = f"{self.tag.decode()}{number * self.o.messages + n}"
+                event = make_event("msg", key, n + 2, time.time(), name, text=text)
+                client.frames.append(encode(event))
 
     # -------------------------------------------------------------- receive
 
@@ -193,29 +209,29 @@ class Bench:
                     os.write(fd, encode(Pong(frame.nonce)))
 
     def _sample(self, buf: bytes) -> None:
-        # One line per read: the last marker's send time (monotonic ns).
+        # One line per read: the last marker's message number, and its send time.
         at = buf.rfind(self.marker)
         start = at + len(self.marker)
         end = buf.find(b'"', start)
         if end > 0:
             try:
-                sent = int(buf[start:end]) / 1e9
-            except ValueError:
+                sent = self.sent_at[int(buf[start:end])]
+            except (ValueError, IndexError):
                 return
-            self.latencies.append(time.monotonic() - sent)
+            if sent:
+                self.latencies.append(time.monotonic() - sent)
 
     # ----------------------------------------------------------------- send
 
     async def _send(self, client: _Client, probe: _Client, senders: list[_Client]) -> None:
         o = self.o
         stream = client.stream
-        name = f"bench{client.index}"
-        await stream.send_all(encode(make_event("join", client.node, 1, time.time(), name)))
+        await stream.send_all(client.frames[0])  # its join
+        first = senders.index(client) * o.messages  # the number of its first message
         interval = len(senders) / o.rate if o.rate else 0.0
         # Senders are spread evenly over the interval, not all at its start:
         # a paced workload is a steady stream, not synchronised bursts.
         next_at = trio.current_time() + interval * client.index / len(senders)
-        seq = 1
         while client.sent < o.messages:
             if interval:
                 next_at += interval
@@ -232,13 +248,10 @@ class Bench:
                     elif time.monotonic() - since > QUIET:
                         return  # nothing moves (a relay blocked): stop sending
                 batch = min(64, o.messages - client.sent, max(1, o.window // len(senders)))
-            frames = []
-            for _ in range(batch):
-                seq += 1
-                text = self.tag.decode() + str(time.monotonic_ns())
-                frames.append(
-                    encode(make_event("msg", client.node, seq, time.time(), name, text=text))
-                )
+            frames = client.frames[1 + client.sent : 1 + client.sent + batch]
+            now = time.monotonic()
+            for n in range(first + client.sent, first + client.sent + batch):
+                self.sent_at[n] = now
             client.sent += batch
             await stream.send_all(b"".join(frames))
 
@@ -264,6 +277,7 @@ class Bench:
         self.clients = sorted(results, key=lambda c: c.index)
         connect_s = time.monotonic() - t0
         senders = self.clients[: o.senders]
+        self.sign(senders)
         probe = self.clients[-1]
         # Silent clients sit just before the probe; they never read.
         silent = set(self.clients[len(self.clients) - 1 - o.silent : -1]) if o.silent else set()

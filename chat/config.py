@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chat.state import HISTORY_BYTES
+from chat.identity import KnownNames
+from chat.keys import SigningKey
+from chat.state import HISTORY_BYTES, MAX_ORIGINS
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,8 @@ class Config:
     """What one node is told at start (the command line's options)."""
 
     name: str
+    identity: SigningKey | None = None  # the person's key; None: known by the run key alone
+    known: KnownNames | None = None  # names seen before, and whose (None: remember nothing)
     history: int = 1000  # events kept for catch-up (§6)
     history_bytes: int = HISTORY_BYTES  # and at most this many bytes of them
     degree: int = 8  # peers to dial by peer exchange (§7)
@@ -39,3 +43,4 @@ class Config:
     join_burst: float = 50.0
     origin_rate: float = 100.0  # new events a second of one origin, from any link
     origin_burst: float = 1000.0
+    max_origins: int = MAX_ORIGINS  # origins remembered by each per-origin table

@@ -17,14 +17,14 @@ from typing import Protocol
 
 import trio
 
+from chat import timers
 from chat.config import Timing
 from chat.framing import Decoder
 from chat.lifecycle import Closing, Reason
 from chat.outbox import OUTBOX_BYTES, OUTBOX_FRAMES, Flusher, Outbox
-from chat.protocol import Error, Frame, Ping, ProtocolError, TextLine, encode
-from chat.sockets import READ_SIZE, read_or_none, unacknowledged
+from chat.protocol import Error, Frame, ProtocolError, TextLine, encode
+from chat.sockets import READ_SIZE, read_or_none
 
-REFUSE_WAIT = 1.0  # seconds a refused connection may take to show its dialect
 TEXT_IDLE = 0.5  # seconds of silence after a partial plain-text line: it is a line
 BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
 
@@ -76,7 +76,6 @@ class Connection:
         "_closed",
         "_final",
         "_flushed",
-        "_nonce",
         "_nursery",
         "_reader_scope",
         "_writer_scope",
@@ -89,6 +88,7 @@ class Connection:
         "keepalive",
         "outbox",
         "outgoing",
+        "ping_nonce",
         "probe_at",
         "refusal",
         "remote",
@@ -138,7 +138,7 @@ class Connection:
         self.born = now
         self.heard_at = now  # when bytes last arrived
         self.writing_since: float | None = None
-        self._nonce = 0
+        self.ping_nonce = 0
         # A connection refused at accept is told why in its own dialect,
         # once its first byte shows it (or REFUSE_WAIT passes): no JSON to
         # a person, no text to a node (§9).
@@ -222,70 +222,7 @@ class Connection:
 
     def check(self, now: float) -> None:
         """Apply the link timers (§3, §7); the node's watchdog calls this."""
-        if self.closing is not None:
-            return
-        timing = self.timing
-        if self.refusal is not None:
-            if now - self.born >= REFUSE_WAIT:
-                self.fail(self.refusal, text=True)  # silent so far: a person, likely
-            return
-        if not self.established:
-            if now - self.born >= timing.handshake:
-                self._timed_out()
-            return
-        since = self.writing_since
-        if since is not None and now - since >= timing.stall:
-            # The cancelled send_all may have sent part of a frame: nothing
-            # more may be written on this stream, last words included.
-            self.abort(Closing(Reason.STALLED, f"stopped reading for {timing.stall:g} s"))
-            return
-        if not self.keepalive:
-            self._check_reading(now)
-            return
-        if now - self.heard_at >= timing.dead_after:
-            self.finish(Closing(Reason.DEAD, f"nothing received for {timing.dead_after:g} s"))
-            return
-        outbox = self.outbox
-        if now - outbox.said_at >= timing.ping_after and not outbox.busy and not len(outbox):
-            self._nonce += 1
-            self.send_frame(Ping(self._nonce))
-
-    def _check_reading(self, now: float) -> None:
-        """A plain-text client cannot answer pings: drop it if it neither
-        speaks nor reads for the dead-link time, keep it if it reads.
-
-        Reading shows in the kernel: bytes sent to it that stay
-        unacknowledged (its window is shut) across probes that span the
-        dead-link time mean it stopped reading. A host that vanished is
-        found by TCP keepalive, set when the session begins.
-        """
-        timing = self.timing
-        fd = self.outbox.fd
-        if fd is None or now - self.heard_at < timing.ping_after or now < self.probe_at:
-            return
-        self.probe_at = now + timing.ping_after
-        if unacknowledged(fd) == 0:
-            self.unread_since = None
-        elif self.unread_since is None:
-            self.unread_since = now
-        elif now - self.unread_since >= timing.dead_after:
-            why = f"neither spoke nor read for {timing.dead_after:g} s"
-            self.finish(Closing(Reason.DEAD, why))
-
-    def _timed_out(self) -> None:
-        timing = self.timing
-        if not self.outgoing and self.decoder.plain_text is None:
-            # Nothing at all in the handshake time: not a node (a node
-            # speaks first, §3), so a person, or a client that listens
-            # before it talks. It gets the chat as text from now on.
-            self.decoder.plain_text = True
-            self.handler.on_silent()
-            return
-        if self.outgoing:
-            self.finish(Closing(Reason.NO_HELLO, f"no hello within {timing.handshake:g} s"))
-        else:
-            why = f"no first line within {timing.handshake:g} s"
-            self.fail(ProtocolError("handshake_timeout", why))
+        timers.check(self, now)
 
     # ---------------------------------------------------------------- running
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from chat.protocol import MAX_FRAME, Duplicate, Frame, ProtocolError, TextLine, parse_frame
+from chat.parse import parse_frame
+from chat.protocol import MAX_FRAME, Duplicate, Frame, ProtocolError, TextLine
 
 # The head of an event as trio-chat encodes it (protocol.make_event): enough
 # to recognise a duplicate without parsing the JSON.
 _EVENT_HEAD = re.compile(
-    rb'\{"type":"(?:join|msg|nick|leave|lost)","origin":"([0-9a-f]{32})","seq":([1-9][0-9]{0,17}),'
+    rb'\{"type":"[a-z_]{1,32}","origin":"([0-9a-f]{32})","seq":([1-9][0-9]{0,17}),'
 )
 
 Output = list[Frame | TextLine]

@@ -4,7 +4,7 @@ The hub is the same :class:`~chat.node.Node` as a peer; only what it says
 differs. It never sends ``peers`` (its clients stay behind it, §7), and it
 logs what happens in the style of the classic relay server::
 
-    [SUCCESS] hub listening on 0.0.0.0:8080
+    [SUCCESS] hub listening on 0.0.0.0:8080 (identity SHA256:ti6Gf6LzOv5i)
     [NEW CONNECTION] alice (127.0.0.1:53412)
     [ACTIVE CONNECTIONS] 2
     [RECEIVED] From alice: hello

@@ -34,7 +34,7 @@ class Reason(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Closing:
     """Why a connection ended: the reason the rules look at, and the text a
-    person reads in a log line (``"no hello within 10 s"``)."""
+    person reads in a log line (``"the handshake did not complete within 10 s"``)."""
 
     reason: Reason
     detail: str = ""

@@ -10,6 +10,7 @@ from typing import Protocol
 from chat.addr import join_addr
 from chat.connection import Connection
 from chat.flow import Cursor, FloodControl
+from chat.handshake import Handshake
 from chat.protocol import Frame, Hello, TextLine
 
 _serials = itertools.count(1)  # 0 is "created here"
@@ -42,6 +43,8 @@ class Link:
     verified: bool = False
     left: bool = False  # the remote node sent its own leave
     errors: int = 0  # error frames received: a second one closes the link
+    bad_signatures: int = 0  # events it brought whose signature did not hold (§4)
+    bad_logged: float = -3600.0  # when that was last logged
     # Where it is in the history while it cannot take everything at once
     # (catch-up, a full outbox); None when it is up to date (chat.flow).
     cursor: Cursor | None = None
@@ -55,6 +58,7 @@ class Link:
     live: bool = False
     up_at: float = 0.0  # trio time the handshake completed
     on_up: Callable[[], None] | None = None  # the dialler's, told when the handshake completes
+    handshake: Handshake | None = None  # until both proofs have passed (§3)
     put: Callable[[bytes], bool] = field(init=False)
 
     def __post_init__(self) -> None:

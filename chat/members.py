@@ -1,16 +1,21 @@
 """Who is in the group, as a person sees it, and the lines shown (no I/O).
 
 :class:`Membership` turns delivered events into :class:`Entry` lines: it
-keeps each origin's name and presence, shows a departure once however many
-reports of it arrive, and tells names apart when two present nodes share
-one (§2, §4). § refers to ``docs/PROTOCOL.md``.
+keeps each origin's name, identity and presence, shows a departure once
+however many reports of it arrive, and tells names apart when two present
+members' names look alike (§2, §4): ``bob~Ab3x``, the first characters of
+each one's fingerprint. § refers to ``docs/PROTOCOL.md``.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+from chat.identity import Who, who_of
+from chat.keys import fingerprint
+from chat.names import skeleton
 from chat.protocol import Event
 from chat.state import MAX_ORIGINS, Delivery, Gap
 
@@ -19,15 +24,20 @@ from chat.state import MAX_ORIGINS, Delivery, Gap
 class Entry:
     """One line of the chat as shown to a person, before formatting."""
 
-    kind: str  # an event kind, or "gap"
+    kind: str  # an event kind, "gap" or "warning"
     ts: float
     who: str  # the display name of whom the line is about
-    text: str = ""  # msg: the text; nick: the new name
+    text: str = ""  # msg: the text; nick: the new name; warning: what to know
     missed: int = 0  # gap only
     history: bool = False
-    event: Event | None = None  # the protocol event (None for a gap)
+    event: Event | None = None  # the protocol event (None for a gap or a warning)
     origin: str = ""
     sent: float | None = None  # the claimed time, when ``ts`` is the arrival (chat.screen)
+    # The origin's (chat.identity): shown with --json, not part of the line.
+    fingerprint: str = field(default="", compare=False)
+    # False for an event of a kind this node does not know (§4): no line for
+    # a person, but --json passes its fields through.
+    shown: bool = True
 
 
 @dataclass(slots=True)
@@ -35,10 +45,15 @@ class Member:
     node: str
     name: str
     present: bool = True
+    fingerprint: str = ""  # its identity's, or its run key's (chat.identity.Who)
+    person: bool = False  # an identity certified it
+    host: str = ""  # the node vouching for it (a plain-text client)
+    since: float = 0.0  # when it was first heard of (time of day)
+    skeleton: str = ""  # what its name looks like (chat.names)
 
 
 class Membership:
-    """Names and presence of the origins heard of; decides what is shown.
+    """Names, identities and presence of the origins heard of; decides what is shown.
 
     A departure (``leave`` or any number of ``lost`` reports) is shown once;
     a departed node heard from again is present again (§4).
@@ -47,9 +62,9 @@ class Membership:
     def __init__(self, max_members: int = MAX_ORIGINS) -> None:
         self.max_members = max_members
         self._members: OrderedDict[str, Member] = OrderedDict()
-        # How many present members bear each name: collisions in O(1), not
-        # a scan of every member per line shown (a hub may know thousands).
-        self._names: Counter[str] = Counter()
+        # How many present members' names look like each skeleton: clashes
+        # in O(1), not a scan of every member per line (a hub knows thousands).
+        self._looks: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._members)
@@ -61,13 +76,22 @@ class Membership:
         return [m for m in self._members.values() if m.present]
 
     def display_name(self, node: str) -> str:
-        """``name``, or ``name#abcd`` when another present node shares it (§2)."""
+        """``name``, or ``name~Ab3x`` while a present member's name looks the same (§2)."""
         member = self._members.get(node)
         if member is None:
             return node[:8]
-        if self._names[member.name] > member.present:
-            return f"{member.name}#{node[:4]}"
+        if self._looks[member.skeleton] > member.present:
+            return f"{member.name}~{tag(member.fingerprint)}"
         return member.name
+
+    def find(self, name: str) -> list[Member]:
+        """Present members shown as ``name`` (``bob`` or ``bob~Ab3x``)."""
+        base, _, suffix = name.partition("~")
+        return [
+            m
+            for m in self._members.values()
+            if m.present and m.name == base and (not suffix or tag(m.fingerprint) == suffix)
+        ]
 
     def apply(self, delivery: Delivery, history: bool) -> Entry | None:
         """Update membership with a delivered event; the line to show, if any."""
@@ -86,19 +110,22 @@ class Membership:
         member = self._members.get(event.origin)
         if event.kind == "lost":
             # About another node; the origin is only the one reporting it.
-            self._heard(event.origin, event.name)
+            self._heard(event)
             return self._depart(event.node, event, history)
         if event.kind == "nick":
             old = self.display_name(event.origin) if member else event.name
-            self._heard(event.origin, event.name)
+            self._heard(event)
             if old == event.name:
                 return None
             return self._entry(event, history, old, text=event.name)
         if event.kind == "leave":
-            self._heard(event.origin, event.name, present=member is None or member.present)
+            self._heard(event, present=member is None or member.present)
             return self._depart(event.origin, event, history)
-        self._heard(event.origin, event.name)
-        return self._entry(event, history, self.display_name(event.origin), text=event.text)
+        self._heard(event)
+        entry = self._entry(event, history, self.display_name(event.origin), text=event.text)
+        if not event.known:
+            return replace(entry, shown=False)  # kept and forwarded, not shown (§4)
+        return entry
 
     def _depart(self, node: str, event: Event, history: bool) -> Entry | None:
         member = self._members.get(node)
@@ -108,26 +135,49 @@ class Membership:
         self._set(member, member.name, present=False)
         return self._entry(event, history, who)
 
-    def _heard(self, node: str, name: str, present: bool = True) -> None:
+    def _heard(self, event: Event, present: bool = True) -> Who | None:
+        node = event.origin
         member = self._members.get(node)
         if member is None:
-            member = self._members[node] = Member(node, name, present=False)
+            member = self._members[node] = Member(
+                node, event.name, present=False, fingerprint=fingerprint(event.pub)
+            )
+            member.since = time.time()
             while len(self._members) > self.max_members:
                 _, forgotten = self._members.popitem(last=False)
                 self._set(forgotten, forgotten.name, present=False)
         else:
             self._members.move_to_end(node)
-        self._set(member, name, member.present or present)
+        who = None
+        if event.kind in ("join", "nick"):
+            who = who_of(event)
+            member.fingerprint, member.person, member.host = who.fingerprint, who.person, who.host
+        self._set(member, event.name, member.present or present)
+        return who
 
     def _set(self, member: Member, name: str, present: bool) -> None:
         if member.present:
-            self._names[member.name] -= 1
+            self._looks[member.skeleton] -= 1
+        if name != member.name or not member.skeleton:
+            member.skeleton = skeleton(name)
         member.name, member.present = name, present
         if present:
-            self._names[name] += 1
+            self._looks[member.skeleton] += 1
 
-    @staticmethod
-    def _entry(event: Event, history: bool, who: str, text: str = "") -> Entry:
+    def _entry(self, event: Event, history: bool, who: str, text: str = "") -> Entry:
+        member = self._members.get(event.origin)
         return Entry(
-            event.kind, event.ts, who, text, history=history, event=event, origin=event.origin
+            event.kind,
+            event.ts,
+            who,
+            text,
+            history=history,
+            event=event,
+            origin=event.origin,
+            fingerprint=member.fingerprint if member else "",
         )
+
+
+def tag(fp: str) -> str:
+    """The four characters of a fingerprint that tell look-alike names apart."""
+    return fp.removeprefix("SHA256:")[:4]

@@ -33,11 +33,14 @@ import trio
 from chat.author import Author
 from chat.config import Config
 from chat.dialler import Dialler, LinkEnd
+from chat.identity import certificate
+from chat.keys import SigningKey
 from chat.lifecycle import Closing, Reason
 from chat.link import Link
 from chat.links import Links
 from chat.listener import Acceptor
-from chat.protocol import PROTO, Event, EventKind, Hello, ProtocolError, name_problem, text_problem
+from chat.names import name_problem, text_problem
+from chat.protocol import Event, EventKind, Hello, ProtocolError, make_hello
 from chat.role import Role
 from chat.router import Router, Sink
 
@@ -50,13 +53,17 @@ class Node:
     def __init__(self, config: Config, role: Role | None = None, sink: Sink | None = None) -> None:
         self.config = config
         self.role = role or Role()
-        self.me = Author(config.name)
+        run = SigningKey()  # this run's key: the node id is its hash (§2)
+        badge = certificate(config.identity, run) if config.identity else {}
+        self.me = Author(config.name, run, badge)
         router = self.router = Router(
             self.me,
             history=config.history,
             history_bytes=config.history_bytes,
             hold_back=config.hold_back,
             quiet_after=config.timing.dead_after,
+            max_origins=config.max_origins,
+            known=config.known,
             sink=sink or (lambda entry: None),
             on_event=self._on_event,
         )
@@ -103,6 +110,13 @@ class Node:
     @property
     def name(self) -> str:
         return self.me.name
+
+    @property
+    def fingerprint(self) -> str:
+        """How others tell this node's person apart (§2): the identity's
+        fingerprint, or the run key's when there is no identity."""
+        key = self.config.identity or self.me.key
+        return key.fingerprint
 
     # ------------------------------------------------------------ supervisor
 
@@ -247,10 +261,10 @@ class Node:
         assert self._conns is not None
         await self.links.serve(link, self._conns)
 
-    def hello(self) -> Hello:
-        """This node's ``hello`` as it would send it now (§3)."""
-        role, have = self.role.name, self.sequencer.have_map()
-        return Hello(self.id, self.name, role, self.listen_port, have, PROTO)
+    def hello(self, nonce: bytes) -> Hello:
+        """This node's ``hello`` with ``nonce``, as it would send it now (§3)."""
+        have = self.sequencer.have_map()
+        return make_hello(self.me.key, nonce, self.name, self.role.name, self.listen_port, have)
 
     # ------------------------------------------------------- the person's events
 

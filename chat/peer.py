@@ -39,7 +39,8 @@ class PeerRole(Role):
 
     def __init__(self) -> None:
         # origin -> name of the link it last came over, for /peers; the
-        # least recently heard forgotten past MAX_ORIGINS.
+        # least recently heard forgotten past max_origins.
+        self.max_origins = MAX_ORIGINS
         self.via: OrderedDict[str, str] = OrderedDict()
         self._pending: set[Link] = set()  # links owed a peers frame
         self._sent: dict[Link, float] = {}  # when each link last got one
@@ -48,6 +49,7 @@ class PeerRole(Role):
     def attach(self, node: NodeView) -> None:
         super().attach(node)
         self.degree = node.config.degree
+        self.max_origins = node.config.max_origins
 
     # ------------------------------------------------------------ exchange
 
@@ -149,5 +151,5 @@ class PeerRole(Role):
         via = self.via
         via[event.origin] = link.name if link else ""
         via.move_to_end(event.origin)
-        if len(via) > MAX_ORIGINS:
+        if len(via) > self.max_origins:
             via.popitem(last=False)

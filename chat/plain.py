@@ -28,7 +28,7 @@ class Transcript:
         self.broken = False
 
     def __call__(self, entry: Entry) -> None:
-        if self.broken:
+        if self.broken or not (entry.shown or self.json_mode):
             return
         text = render.as_json(entry) if self.json_mode else render.line(entry)
         try:

@@ -60,6 +60,8 @@ def describe(entry: Entry) -> str:
         return f"*** {who} is now known as {safe(entry.text)}"
     if kind == "gap":
         return f"*** {entry.missed} messages from {who} were missed"
+    if kind == "warning":
+        return f"*** warning: {safe(entry.text)}"
     return f"*** {who}: {kind}"
 
 
@@ -87,11 +89,15 @@ def line(entry: Entry) -> str:
 def as_json(entry: Entry) -> str:
     """One JSON object for ``--json`` output: protocol fields plus ``history``."""
     obj: dict[str, Any]
-    if entry.event is None:
+    if entry.kind == "warning":
+        obj = {"type": "warning", "origin": entry.origin, "name": entry.who, "text": entry.text}
+    elif entry.event is None:
         obj = {"type": "gap", "origin": entry.origin, "name": entry.who, "missed": entry.missed}
     else:
         obj = entry.event.fields()
         obj["history"] = entry.history
         if entry.sent is not None:
             obj["shown_at"] = entry.ts  # its ts was too far off this node's clock
+    if entry.fingerprint:
+        obj["fingerprint"] = entry.fingerprint
     return json.dumps(obj, ensure_ascii=False)

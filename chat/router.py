@@ -10,6 +10,7 @@ starts no task. § refers to ``docs/PROTOCOL.md``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -18,15 +19,20 @@ import trio
 from chat.author import Author
 from chat.changes import Changes
 from chat.flow import Cursor
+from chat.identity import KnownNames
+from chat.keys import node_id, verify
 from chat.link import Link
 from chat.members import Entry, Membership
 from chat.protocol import CaughtUp, Event, EventKind
 from chat.screen import Screen
-from chat.state import Delivery, History, Sequencer
+from chat.state import MAX_ORIGINS, Delivery, History, Sequencer
 from chat.textclient import TextAudience
 
+BAD_LOG_EVERY = 60.0  # seconds between log lines about one link's bad signatures
 CATCH_UP_BYTES = 4 << 20  # catch-up sent to a newcomer at most (its most recent part)
 LAST_WORDS_BYTES = 1 << 20  # what a lagging link is still sent when this node leaves
+
+log = logging.getLogger("chat")
 
 Sink = Callable[[Entry], None]
 EventHook = Callable[[Link | None, Event], None]
@@ -43,29 +49,38 @@ class Router:
         history_bytes: int,
         hold_back: float,
         quiet_after: float,
+        max_origins: int = MAX_ORIGINS,
+        known: KnownNames | None = None,
         sink: Sink,
         on_event: EventHook,
     ) -> None:
         self.me = me
         self.sink = sink
         self.on_event = on_event  # the role's hook, for every new event
-        self.sequencer = Sequencer(hold_back=hold_back)
+        self.sequencer = Sequencer(hold_back=hold_back, max_origins=max_origins)
         self.history = History(history, history_bytes)
-        self.members = Membership()
-        self.screen = Screen(self.members, quiet_after, me.id)  # what is shown, and when
+        self.members = Membership(max_origins)
+        # What is shown, and when.
+        self.screen = Screen(self.members, quiet_after, me.id, known, max_origins)
         self.neighbours: dict[str, Link] = {}  # node id -> the one active link to it
         self.audience = TextAudience()  # plain-text clients that have not left
         self.gaps = Changes()  # a gap opened: the gap timer's deadline may move
+        self.signature_checks = 0  # events whose signature was checked (§4)
+        self.bad_signatures = 0  # and dropped because it did not hold
         self.changes = Changes()  # an event was accepted or a line shown
 
     def is_new(self, origin: str, seq: int) -> bool:
         return self.sequencer.is_new(origin, seq)
 
     def receive(self, link: Link, event: Event) -> None:
-        """An event from ``link``: new ones are kept, flooded and shown (§5)."""
+        """An event from ``link``: new ones are checked, kept, flooded and shown (§4, §5)."""
+        if not self.sequencer.is_new(event.origin, event.seq):
+            return  # seen before: dropped before any cryptography
+        if not self._authentic(link, event):
+            return  # never shown, kept, forwarded or counted as seen (§4)
         deliveries = self.sequencer.accept(event, trio.current_time())
         if deliveries is None:
-            return  # seen before
+            return
         self._flood(event, self.history.add(event, link.serial), link)
         self.on_event(link, event)
         if deliveries:
@@ -73,6 +88,32 @@ class Router:
         else:
             self.gaps.notify()
         self.changes.notify()
+
+    def _authentic(self, link: Link, event: Event) -> bool:
+        """Whether ``event`` is its origin's: its key is the origin's and signed it (§4).
+
+        The first hop is taken on trust: an event whose origin is the
+        link's remote, under the key its handshake proved, could only harm
+        its origin, so a hub relays its clients at full speed. Every
+        relayed event is checked, once (duplicates were dropped before).
+        """
+        hello = link.hello
+        if hello is not None and event.origin == hello.node and event.pub == hello.key:
+            return True
+        self.signature_checks += 1
+        if node_id(event.pub) == event.origin and verify(event.pub, event.sig, event.signed()):
+            return True
+        self.bad_signatures += 1
+        link.bad_signatures += 1
+        now = trio.current_time()
+        if now - link.bad_logged >= BAD_LOG_EVERY:
+            link.bad_logged = now
+            log.warning(
+                "dropped %d events from %s so far whose signature is not their origin's",
+                link.bad_signatures,
+                link.name,
+            )
+        return False
 
     def originate(self, author: Author, kind: EventKind, **extra: str) -> Event:
         """Create an event of ``author``'s: encode once, record, flood, show."""
@@ -161,9 +202,7 @@ class Router:
                 # A stale report (a cut since healed) about us or about a
                 # node we are linked to right now: kept and forwarded, not shown.
                 continue
-            entry = self.screen.show(delivery, now=now, wall=wall, joined=joined, live=live)
-            if entry is not None:
-                entries.append(entry)
+            entries += self.screen.show(delivery, now=now, wall=wall, joined=joined, live=live)
         self._show(entries)
 
     def _show(self, entries: list[Entry]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import replace
 
+from chat.identity import KnownNames
 from chat.members import Entry, Membership
 from chat.protocol import Event
 from chat.state import MAX_ORIGINS, Delivery
@@ -33,17 +34,26 @@ MAX_SKEW = 300.0  # seconds a ts may be off this node's clock and still be shown
 class Screen:
     """Decides each line shown; holds back ``lost`` reports that may be stale."""
 
-    def __init__(self, members: Membership, quiet_after: float, own: str = "") -> None:
+    def __init__(
+        self,
+        members: Membership,
+        quiet_after: float,
+        own: str = "",
+        known: KnownNames | None = None,
+        max_origins: int = MAX_ORIGINS,
+    ) -> None:
+        self.max_origins = max_origins
         self.members = members
         self.quiet_after = quiet_after
         self.own = own  # this node's id: what it saw itself is not in doubt
+        self.known = known or KnownNames(None)  # names seen before, with whose identity
         self._heard: OrderedDict[str, float] = OrderedDict()  # origin -> when last heard
         # node -> (when to show it, the lost event, and how it came: wall, joined, live)
         self._held: dict[str, tuple[float, Event, float, float, bool]] = {}
 
     def show(
         self, delivery: Delivery, *, now: float, wall: float, joined: float, live: bool
-    ) -> Entry | None:
+    ) -> list[Entry]:
         """The line for ``delivery``, if any. ``now`` is the node's clock
         (for timers), ``wall`` the time of day, ``live`` whether it came
         after its link's catch-up (or was made here)."""
@@ -51,7 +61,7 @@ class Screen:
             origin = delivery.origin
             self._heard[origin] = now
             self._heard.move_to_end(origin)
-            if len(self._heard) > MAX_ORIGINS:
+            if len(self._heard) > self.max_origins:
                 self._heard.popitem(last=False)
             self._held.pop(origin, None)  # heard from: any report of its loss was stale
             if delivery.kind == "lost" and origin != self.own:
@@ -59,8 +69,29 @@ class Screen:
                 if last is not None and now - last < self.quiet_after:
                     due = last + self.quiet_after
                     self._held[delivery.node] = (due, delivery, wall, joined, live)
-                    return None
-        return self._line(delivery, wall=wall, joined=joined, live=live)
+                    return []
+        entry = self._line(delivery, wall=wall, joined=joined, live=live)
+        lines = [] if entry is None else [entry]
+        if isinstance(delivery, Event) and delivery.kind in ("join", "nick"):
+            lines += self._name_check(delivery, wall)
+        return lines
+
+    def _name_check(self, event: Event, wall: float) -> list[Entry]:
+        """Once a session: a name seen before with another identity (trust on first use)."""
+        member = self.members.get(event.origin)
+        if member is None or not member.person or event.origin == self.own:
+            return []
+        before = self.known.check(event.name, member.fingerprint)
+        if before is None:
+            return []
+        text = (
+            f"{event.name} is not the {event.name} you saw before"
+            f" ({member.fingerprint} now, {before} before)"
+        )
+        who = self.members.display_name(event.origin)
+        return [
+            Entry("warning", wall, who, text, origin=event.origin, fingerprint=member.fingerprint)
+        ]
 
     def due(self, now: float) -> list[Entry]:
         """The held ``lost`` reports whose time has come, as lines."""

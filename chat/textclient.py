@@ -22,6 +22,8 @@ from chat.author import Author
 from chat.commands import Command, parse
 from chat.connection import Connection
 from chat.flow import FloodControl
+from chat.identity import voucher
+from chat.keys import SigningKey
 from chat.lifecycle import Closing, Reason
 from chat.members import Entry
 from chat.protocol import (
@@ -45,6 +47,9 @@ class Host(Protocol):
     def stopping(self) -> bool: ...
 
     def originate(self, author: Author, kind: EventKind, **extra: str) -> Event: ...
+
+    @property
+    def run_key(self) -> SigningKey: ...
 
     def client_joined(self, session: TextSession) -> None:
         """The client spoke its first words: it is a member now."""
@@ -74,6 +79,8 @@ class TextAudience:
 
     def show(self, entry: Entry) -> None:
         """A line of the chat, to every client: rendered at most twice, not per client."""
+        if not entry.shown:
+            return  # an event of a kind this node does not know (§4)
         rendered: dict[bool, bytes] = {}
         self.recent.append((entry, rendered))
         if not self.sessions:
@@ -112,7 +119,9 @@ class TextSession:
         self.flood = flood
         self.host = host
         self.audience = audience
-        self.author = Author(self.where[-32:])  # named by its address until /nick
+        # Its own run key, vouched for by ours (§2); named by its address until /nick.
+        key = SigningKey()
+        self.author = Author(self.where[-32:], key, voucher(host.run_key, key))
         self.joined = False  # it has spoken: its join was made
         self.left = False
 

@@ -120,7 +120,8 @@ class ChatUI:
 
     def show(self, entry: Entry) -> None:
         """Print a chat entry above the input line (thread-safe)."""
-        self._print(formatted(entry))
+        if entry.shown:
+            self._print(formatted(entry))
 
     def note(self, text: str, error: bool = False) -> None:
         """Print a line for the person only (status, command output)."""

@@ -26,6 +26,7 @@ from wire import HOST, WireClient
 
 from chat.config import Config
 from chat.connection import Connection
+from chat.keys import SigningKey
 from chat.link import Link
 from chat.members import Entry
 from chat.node import Node
@@ -233,11 +234,16 @@ class Group:
         self.nodes.append(handle)
         return handle
 
-    async def client(self, port: int, name: str = "raw", node_id: str | None = None) -> WireClient:
-        """A :class:`WireClient` connected to ``port``, closed with the group."""
+    async def client(
+        self, port: int, name: str = "raw", key: SigningKey | None = None
+    ) -> WireClient:
+        """A :class:`WireClient` connected to ``port``, closed with the group.
+
+        ``key``: its run key, to be the same node as another client.
+        """
         client = await WireClient.connect(port, name)
-        if node_id is not None:
-            client.id = node_id
+        if key is not None:
+            client.key, client.id = key, key.node_id
         self.clients.append(client)
         return client
 

@@ -19,14 +19,17 @@ from wire import HOST
 
 from chat.bench import Bench, Options
 from chat.config import Config
+from chat.handshake import Handshake
 from chat.hub import HubRole
-from chat.protocol import Hello, encode
+from chat.keys import SigningKey
+from chat.parse import parse_frame
+from chat.protocol import encode, make_hello
 
 Policy = Callable[[int, bytes], int]  # (message number, line) -> copies to pass on
 
 
 async def relay(nursery: trio.Nursery, policy: Policy) -> int:
-    """A relay that answers hellos and passes lines on as ``policy`` says."""
+    """A relay that completes handshakes and passes lines on as ``policy`` says."""
     streams: dict[trio.SocketStream, trio.Lock] = {}  # one writer at a time per stream
     count = 0
 
@@ -39,15 +42,20 @@ async def relay(nursery: trio.Nursery, policy: Policy) -> int:
     async def relay_lines(stream: trio.SocketStream) -> None:
         nonlocal count
         buf = b""
-        greeted = False
+        key = SigningKey()
+        shake = Handshake(
+            key,
+            outgoing=False,
+            make_hello=lambda nonce: make_hello(key, nonce, "relay", "hub", None, {}),
+        )
         while data := await stream.receive_some(65536):
             buf += data
             *lines, buf = buf.split(b"\n")
             for line in lines:
-                if not greeted:
-                    greeted = True
+                if not shake.done:  # the handshake first (§3), then relay
+                    answers = shake.receive(parse_frame(line))
                     async with streams[stream]:
-                        await stream.send_all(encode(Hello("e" * 32, "relay", "hub", None, {})))
+                        await stream.send_all(b"".join(encode(frame) for frame in answers))
                     continue
                 copies = 1
                 if b'"type":"msg"' in line:

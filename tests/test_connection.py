@@ -276,7 +276,8 @@ async def test_handshake_deadline(autojump_clock: trio.testing.MockClock, case: 
         if case == "dialled":
             assert conn.closing.reason is Reason.NO_HELLO and got == b""
         else:
-            assert got == encode(Error("handshake_timeout", "no first line within 10 s"))
+            why = "the handshake did not complete within 10 s"
+            assert got == encode(Error("handshake_timeout", why))
 
 
 async def test_a_partial_text_line_is_a_line_after_a_moments_silence(

@@ -5,15 +5,20 @@ chatting through it. Hypothesis draws cases in a worker thread; each case
 runs on the trio loop (:func:`trio.from_thread.run`) over a fresh TCP
 connection: random bytes, hellos and frames with one field of the wrong type
 or range, huge numbers, deep nesting, lines around ``MAX_FRAME``, truncated
-JSON, invalid UTF-8, all cut into random chunks. Running the property
+JSON, invalid UTF-8, all cut into random chunks. A case that says a good
+hello completes the protocol-2 handshake with a key of its own (or botches
+its proof), and its events are signed, or signed and then mutated: a
+signature over other bytes, by another key, of the wrong form, missing,
+or not last (docs/PROTOCOL.md §3, §4). Running the property
 through hypothesis itself (rather than replaying drawn examples) means a
 failure is shrunk to a minimal case against the same node.
 
 Each case is built so that its outcome is known from the rules
-(docs/PROTOCOL.md §1, §3 and the implementation notes): the node answers a
-bad line with that ``error`` and closes, keeps a harmless connection open
-(a ``ping`` probe gets its ``pong``), and a plain-text client gets only
-plain text. After each case every connection it opened must be closed at
+(docs/PROTOCOL.md §1, §3, §4 and the implementation notes): the node answers
+a bad line with that ``error`` and closes, keeps a harmless connection open
+(a ``ping`` probe gets its ``pong``; an event whose signature fails is
+dropped and the link stays up), and a plain-text client gets only plain
+text. After each case every connection it opened must be closed at
 the node; every ``HONEST_EVERY`` cases the honest clients must still get
 each other's messages; the node must log no internal error and still be
 running at the end.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import json
 import logging
@@ -46,19 +52,25 @@ from wire import WireClient as Client
 
 from chat.addr import split_addr
 from chat.config import Config
+from chat.handshake import proof_message
+from chat.keys import SigningKey, b64, verify
+from chat.names import name_problem
+from chat.parse import is_node_id
 from chat.protocol import (
+    EVENT_CONTEXT,
     EVENT_TYPES,
+    LINK_TYPES,
     MAX_EVENT,
     MAX_FRAME,
     MAX_NAME,
     MAX_SEQ,
     MAX_TEXT,
+    Auth,
     Error,
     Hello,
     Ping,
     Pong,
     encode,
-    is_node_id,
 )
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
@@ -70,13 +82,14 @@ OK = "ok"
 BAD = "bad_frame"
 TOO_LONG = "frame_too_long"
 UNSUPPORTED = "unsupported_protocol"
+AUTH_FAILED = "auth_failed"
 MAYBE = "ok or bad_frame"  # deep nesting a parser may refuse; a possible duplicate
 MAYBE_BIG = "bad_frame or frame_too_long"  # deep nesting, in an event past MAX_EVENT
 DUP_BIG = "ok or frame_too_long"  # an event past MAX_EVENT that may be a duplicate
 OPEN = "open"  # the connection stays open: the probe ping gets its pong
 CLOSED = "closed"  # closed without a word: a second error frame (links.py)
 
-KNOWN_TYPES = EVENT_TYPES | {"hello", "peers", "ping", "pong", "error"}
+KNOWN_TYPES = EVENT_TYPES | LINK_TYPES
 DEEP = 200  # nesting up to this depth must parse; deeper may be refused
 
 # --------------------------------------------------------------------------
@@ -97,9 +110,25 @@ class Slot:
     name: str
 
 
-OWN = Slot("own")  # the node id the case's hello gave: its own events
 HERE = Slot("here")  # the node's own address: the only one a peers frame offers
 Slots = dict[Slot, str]
+
+
+@dataclass(frozen=True)
+class KeyOf:
+    """A run key's node id (``part="id"``) or public key (``"key"``), from its
+    seed; seed None is the case's own key, the one its hello proves."""
+
+    seed: bytes | None
+    part: str
+
+    def signer(self, own: SigningKey) -> SigningKey:
+        return own if self.seed is None else SigningKey.from_seed(self.seed)
+
+
+OWN = KeyOf(None, "id")  # the case's own node id: its own events
+OWN_KEY = KeyOf(None, "key")
+OWN_SIGNER = Slot("own signer")  # (a slot holding the case's seed, as hex)
 
 
 def dumps(value: object, slots: Slots) -> str:
@@ -107,6 +136,9 @@ def dumps(value: object, slots: Slots) -> str:
         return value.text
     if isinstance(value, Slot):
         return json.dumps(slots[value])
+    if isinstance(value, KeyOf):
+        key = value.signer(SigningKey.from_seed(bytes.fromhex(slots[OWN_SIGNER])))
+        return json.dumps(key.node_id if value.part == "id" else b64(key.public))
     if isinstance(value, dict):
         items = (f"{json.dumps(k)}:{dumps(v, slots)}" for k, v in value.items())
         return "{" + ",".join(items) + "}"
@@ -134,7 +166,10 @@ def tag(strategy: st.SearchStrategy[Any], verdict: str) -> st.SearchStrategy[Tag
 # Field values, good and bad
 
 node_ids = st.text("0123456789abcdef", min_size=32, max_size=32)
-names = st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=MAX_NAME)
+seeds = st.binary(min_size=32, max_size=32)
+names = st.text(
+    st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=MAX_NAME
+).filter(lambda name: name_problem(name) is None)
 texts = st.one_of(
     st.text(
         st.characters(exclude_categories=["Cs"], exclude_characters="\n\x00"),
@@ -191,6 +226,18 @@ bad_names = st.one_of(
     st.text("ab", min_size=MAX_NAME + 1, max_size=MAX_NAME + 8),
     st.tuples(names, st.characters(categories=["Cc"])).map(lambda p: p[0][:-1] + p[1]),
     st.just(Raw('"\\ud800"')),  # a lone surrogate: not text
+    # Protocol 2 (§2): what could fake a line or hide in one.
+    st.sampled_from([" bob", "bob ", "bob> hi <carol", "a\u200bb", "\u202ebob", "x\u2066y"]),
+    not_a_string,
+)
+# Keys, signatures and nonces travel as base64url without padding (§2).
+bad_keys = st.one_of(
+    st.sampled_from(["", "x", "A" * 42, "A" * 44, "A" * 43 + "=", "+" * 43, "/" * 43]),
+    seeds.map(lambda seed: b64(seed)[:-1] + "B"),  # its unused bits set: not canonical
+    not_a_string,
+)
+bad_sigs = st.one_of(
+    st.sampled_from(["", "x", "A" * 85, "A" * 87, "A" * 86 + "==", "+" * 86]),
     not_a_string,
 )
 bad_texts = st.one_of(
@@ -292,8 +339,10 @@ HELLO = Shape(
     st.fixed_dictionaries(
         {
             "type": st.just("hello"),
-            "proto": st.just(1),
-            "node": node_ids,
+            "proto": st.just(2),
+            "node": st.just(OWN),
+            "key": st.just(OWN_KEY),
+            "nonce": seeds.map(b64),
             "name": names,
             "role": st.sampled_from(["peer", "hub"]),
             "have": good_have,
@@ -302,10 +351,13 @@ HELLO = Shape(
     ),
     {
         "proto": st.one_of(
-            tag(st.one_of(st.integers(), huge).filter(lambda n: n != 1), UNSUPPORTED),
+            tag(st.one_of(st.integers(), huge).filter(lambda n: n != 2), UNSUPPORTED),
             tag(not_an_int, BAD),
         ),
-        "node": tag(bad_node_ids, BAD),
+        # Another node's id, well-formed: not the id of this key (§2).
+        "node": tag(st.one_of(bad_node_ids, node_ids), BAD),
+        "key": tag(bad_keys, BAD),
+        "nonce": tag(st.one_of(bad_keys, seeds.map(lambda seed: b64(seed[:16]))), BAD),
         "name": tag(bad_names, BAD),
         "role": tag(st.one_of(st.text(max_size=6), not_a_string), BAD).filter(
             lambda tagged: tagged[0] not in ("peer", "hub")
@@ -322,20 +374,23 @@ HELLO = Shape(
         "have": tag(bad_have, BAD),
         "type": tag(not_a_string, BAD),
     },
-    ["type", "proto", "node", "name", "role", "have"],
+    ["type", "proto", "node", "key", "nonce", "name", "role", "have"],
 )
 
 
 def event_shape(kind: str) -> Shape:
+    """An event: its own (first hop) or another origin's, forwarded; signed
+    when the line is rendered (``Line.sign`` says how well)."""
+    kinds = st.just(kind) if kind != "unknown_event" else unknown_event_types
     good: dict[str, st.SearchStrategy[object]] = {
-        "type": st.just(kind),
-        "origin": st.one_of(st.just(OWN), node_ids),  # its own, or forwarded
+        "type": kinds,
         "seq": good_seqs,
         "ts": good_ts,
         "name": names,
     }
     faults = {
         "origin": tag(bad_node_ids, BAD),
+        "key": tag(bad_keys, BAD),
         "seq": tag(bad_seqs, BAD),
         "ts": tag(bad_ts, BAD),
         "name": tag(bad_names, BAD),
@@ -346,7 +401,27 @@ def event_shape(kind: str) -> Shape:
     elif kind == "lost":
         good["node"] = node_ids
         faults["node"] = tag(bad_node_ids, BAD)
-    return Shape(st.fixed_dictionaries(good), faults, [k for k in good if k != "type"])
+    elif kind == "unknown_event":
+        good["x-what"] = json_values  # whatever a later version puts in it
+
+    def of(who: bytes | None) -> st.SearchStrategy[dict[str, object]]:
+        # In make_event's order, so that a duplicate may take the fast path.
+        fields = {"type": good["type"], "origin": st.just(KeyOf(who, "id")), **good}
+        return st.fixed_dictionaries({**fields, "key": st.just(KeyOf(who, "key"))})
+
+    whose = st.one_of(st.none(), seeds)  # its own, or another origin's it forwards
+    required = [k for k in good if k not in ("type", "x-what")] + ["origin", "key"]
+    if kind == "unknown_event":
+        # Without origin or seq it is no event: a link-local frame, ignored (§4).
+        required = [k for k in required if k not in ("origin", "seq")]
+    return Shape(whose.flatmap(of), faults, required)
+
+
+# An event kind this version does not know: shown by nobody, kept and
+# forwarded (§4).
+unknown_event_types = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=10).filter(
+    lambda t: t not in KNOWN_TYPES
+)
 
 
 def nonce_shape(kind: str) -> Shape:
@@ -364,8 +439,15 @@ bad_peer_entries = st.one_of(
     st.fixed_dictionaries({"node": node_ids, "name": bad_names, "addr": bad_addrs}),
     st.fixed_dictionaries({"node": node_ids, "name": names, "addr": bad_addrs}),
 )
-SHAPES = {kind: event_shape(kind) for kind in sorted(EVENT_TYPES)} | {
+SHAPES = {kind: event_shape(kind) for kind in [*sorted(EVENT_TYPES), "unknown_event"]} | {
     "hello": HELLO,
+    # After the handshake an auth is ignored, if well-formed (§3).
+    "auth": Shape(
+        st.fixed_dictionaries({"type": st.just("auth"), "sig": seeds.map(lambda s: b64(s + s))}),
+        {"sig": tag(bad_sigs, BAD)},
+        ["sig"],
+    ),
+    "caught_up": Shape(st.just({"type": "caught_up"}), {}, []),
     "ping": nonce_shape("ping"),
     "pong": nonce_shape("pong"),
     "error": Shape(
@@ -406,7 +488,14 @@ SHAPES = {kind: event_shape(kind) for kind in sorted(EVENT_TYPES)} | {
 
 @dataclass(frozen=True)
 class Line:
-    """One line to send, rendered when the case runs; ``data`` for garbage."""
+    """One line to send, rendered when the case runs; ``data`` for garbage.
+
+    An event (``event``) is signed as it is rendered, by the key its
+    ``origin`` names, as ``sign`` says: ``good``; ``tamper`` (over other
+    bytes), ``foreign`` (by another key): dropped, the link stays up;
+    ``form`` (a signature of the wrong form), ``none``, ``first`` (not the
+    last member): bad_frame (§4).
+    """
 
     fields: dict[str, object] | None
     verdict: str
@@ -414,6 +503,9 @@ class Line:
     at: float = 0.0  # where the damage goes, as a fraction of the line
     pad: int = 0  # "pad": the line's length less MAX_FRAME
     data: bytes = b""
+    event: bool = False
+    sign: str = "good"
+    bad_sig: object = None  # the signature's value, for sign == "form"
 
     def render(self, slots: Slots, first: bool) -> tuple[bytes, str]:
         """The line's bytes with its ending, and the verdict they earn."""
@@ -422,9 +514,8 @@ class Line:
         if len(data) > MAX_FRAME:
             return data, TOO_LONG
         # A well-formed event past MAX_EVENT is padding, refused once parsed.
-        kind = self.fields.get("type") if self.fields is not None else None
         body = data.removesuffix(b"\n").removesuffix(b"\r")
-        if isinstance(kind, str) and kind in EVENT_TYPES and len(body) >= MAX_EVENT:
+        if self.event and len(body) >= MAX_EVENT:
             return data, {OK: TOO_LONG, MAYBE: MAYBE_BIG}.get(verdict, verdict)
         return data, verdict
 
@@ -432,28 +523,57 @@ class Line:
         if self.fields is None:
             return self.data + b"\n", self.verdict
         text = dumps(self.fields, slots).encode("utf-8", "surrogatepass")
+        if self.damage == "pad":
+            # An unknown member that brings the line to MAX_FRAME + pad bytes.
+            short = self._signed(_padded(text, 0), slots)
+            text = _padded(text, max(MAX_FRAME + self.pad - len(short) - 1, 0))
+        line = self._signed(text, slots)
         if self.damage == "crlf":
-            return text + b"\r\n", self.verdict
+            return line + b"\r\n", self.verdict
         if self.damage == "cut":
             # Any proper prefix of an object's text is not JSON.
-            return text[: 1 + int(self.at * (len(text) - 2))] + b"\n", BAD
+            return line[: 1 + int(self.at * (len(line) - 2))] + b"\n", BAD
         if self.damage == "utf8":
             # 0xFF is never UTF-8; never first on a first line (that would
             # make it a plain-text client).
-            at = 1 + int(self.at * len(text)) if first else int(self.at * (len(text) + 1))
-            return text[:at] + b"\xff" + text[at:] + b"\n", BAD
-        if self.damage == "pad":
-            # An unknown field that brings the line to MAX_FRAME + pad bytes.
-            target = MAX_FRAME + self.pad
-            comma = b"," if len(text) > 2 else b""
-            head = text[:-1] + comma + b'"x-pad":"'
-            return head + b"p" * max(target - len(head) - 3, 0) + b'"}\n', self.verdict
-        return text + b"\n", self.verdict
+            at = 1 + int(self.at * len(line)) if first else int(self.at * (len(line) + 1))
+            return line[:at] + b"\xff" + line[at:] + b"\n", BAD
+        return line + b"\n", self.verdict
+
+    def _signed(self, text: bytes, slots: Slots) -> bytes:
+        """An event's text with its ``sig`` member (§4); other frames as they are."""
+        if not self.event or self.sign == "none":
+            return text
+        prefix = text[:-1]  # without its closing brace
+        if self.sign == "form":
+            return prefix + b',"sig":' + dumps(self.bad_sig, slots).encode() + b"}"
+        own = SigningKey.from_seed(bytes.fromhex(slots[OWN_SIGNER]))
+        signer = own  # the key its origin names (it may be missing or faulty)
+        for member in ("origin", "key"):
+            value = (self.fields or {}).get(member)
+            if isinstance(value, KeyOf):
+                signer = value.signer(own)
+        message = EVENT_CONTEXT + prefix
+        if self.sign == "tamper":
+            message += b" "  # what it signed is not what it sends
+        elif self.sign == "foreign":
+            signer = SigningKey.from_seed(hashlib.sha256(signer.seed()).digest())
+        sig = b64(signer.sign(message)).encode()
+        if self.sign == "first":
+            return b'{"sig":"' + sig + b'",' + text[1:]
+        return prefix + b',"sig":"' + sig + b'"}'
+
+
+def _padded(text: bytes, size: int) -> bytes:
+    comma = b"," if len(text) > 2 else b""
+    return text[:-1] + comma + b'"x-pad":"' + b"p" * size + b'"}'
 
 
 DAMAGE = st.sampled_from(["none"] * 12 + ["crlf", "cut", "utf8", "pad"])
+SIGNS = st.sampled_from(["good"] * 12 + ["tamper", "foreign", "form", "none", "first"])
 fractions = st.integers(0, 999).map(lambda n: n / 1000)
 pads = st.one_of(st.integers(-2, 2), st.integers(-40, 40))  # mostly right at the limit
+EVENT_SHAPES = frozenset([*EVENT_TYPES, "unknown_event"])
 
 
 def json_lines(*kinds: str) -> st.SearchStrategy[Line]:
@@ -462,8 +582,18 @@ def json_lines(*kinds: str) -> st.SearchStrategy[Line]:
 
     @st.composite
     def lines(draw: st.DrawFn) -> Line:
-        fields, verdict = SHAPES[draw(kind)].draw(draw)
-        return Line(fields, verdict, draw(DAMAGE), draw(fractions), draw(pads))
+        shape = draw(kind)
+        fields, verdict = SHAPES[shape].draw(draw)
+        line = Line(fields, verdict, draw(DAMAGE), draw(fractions), draw(pads))
+        if shape not in EVENT_SHAPES:
+            return line
+        sign = draw(SIGNS)
+        if shape == "unknown_event" and sign == "none":
+            sign = "good"  # (without a sig it is no event: a link frame, ignored)
+        if sign in ("form", "none", "first"):
+            verdict = BAD  # a signature is the last member, of its form (§4)
+        bad = draw(bad_sigs) if sign == "form" else None
+        return dataclasses.replace(line, verdict=verdict, event=True, sign=sign, bad_sig=bad)
 
     return lines()
 
@@ -484,14 +614,13 @@ garbage_lines = (
     .map(lambda data: Line(None, BAD, data=data))
 )
 first_lines = json_lines("hello")
-# A hello after the handshake is ignored, whatever its proto.
-later_hellos = first_lines.map(
-    lambda line: dataclasses.replace(line, verdict=OK) if line.verdict == UNSUPPORTED else line
-)
 later_lines = weighted(
     (8, json_lines(*sorted(EVENT_TYPES))),
-    (4, json_lines("ping", "pong", "error", "peers", "unknown")),
-    (1, later_hellos),
+    (2, json_lines("unknown_event")),
+    (4, json_lines("ping", "pong", "error", "peers", "unknown", "auth", "caught_up")),
+    # A well-formed hello after the handshake is ignored; one of another
+    # protocol is unsupported_protocol wherever it comes (§3).
+    (1, first_lines),
     (2, garbage_lines),
 )
 
@@ -499,14 +628,29 @@ later_lines = weighted(
 # --------------------------------------------------------------------------
 # Cases
 
+# How a case answers the node's proof (§3): the right proof, one over other
+# bytes, the proof of the other side (a replay of the node's own kind), a
+# signature of the wrong form, another frame in its place.
+AUTHS = st.sampled_from(["good"] * 10 + ["wrong", "replayed", "form", "other"])
+AUTH_VERDICTS = {
+    "good": OK,
+    "wrong": AUTH_FAILED,
+    "replayed": AUTH_FAILED,
+    "form": BAD,
+    "other": BAD,
+}
+
 
 @dataclass(frozen=True)
 class Case:
-    """What one connection sends: JSON lines (a hello first), or any bytes."""
+    """What one connection sends: a hello, an auth and more JSON lines; or
+    any bytes."""
 
     lines: tuple[Line, ...] = ()
     raw: bytes = b""
     cuts: tuple[float, ...] = ()  # where the payload is cut into sends, as fractions
+    seed: bytes = bytes(32)  # the case's own run key (JSON cases)
+    auth: str = "good"
 
     @property
     def is_json(self) -> bool:
@@ -522,16 +666,15 @@ class Case:
         """
         if not self.lines:
             return Rendered(self.raw, self._chunks(self.raw))
-        first = self.lines[0]
-        own = first.fields.get("node") if first.fields else None
-        slots = {OWN: str(own), HERE: f"127.0.0.1:{port}"}
+        slots = {OWN_SIGNER: self.seed.hex(), HERE: f"127.0.0.1:{port}"}
+        hello, first = self.lines[0].render(slots, True)
         lines = []
-        verdicts = []
+        verdicts = [first, AUTH_VERDICTS[self.auth]]
         sent: set[tuple[str, int]] = set()
         errors = 0
-        for i, line in enumerate(self.lines):
-            data, verdict = line.render(slots, i == 0)
-            if verdict == OK and i > 0 and line.fields and line.fields.get("type") == "error":
+        for line in self.lines[1:]:
+            data, verdict = line.render(slots, False)
+            if verdict == OK and line.fields and line.fields.get("type") == "error":
                 errors += 1
                 if errors == 2:
                     verdict = CLOSED  # the node closes a link that errs twice
@@ -543,7 +686,16 @@ class Case:
             lines.append(data)
             verdicts.append(verdict)
         payload = b"".join(lines)
-        return Rendered(payload, self._chunks(payload), verdicts[0], outcomes_of(verdicts))
+        return Rendered(
+            payload,
+            self._chunks(payload),
+            first,
+            outcomes_of(verdicts),
+            self._chunks(hello),
+            hello.removesuffix(b"\n").removesuffix(b"\r"),
+            SigningKey.from_seed(self.seed),
+            self.auth,
+        )
 
     def _chunks(self, payload: bytes) -> list[bytes]:
         edges = sorted({0, len(payload), *(int(f * len(payload)) for f in self.cuts)})
@@ -553,15 +705,33 @@ class Case:
 # How a line that may be a duplicate begins: as make_event writes an event
 # (wider than the node's own test, so that whatever it drops unparsed is
 # allowed for).
-EVENT_HEAD = re.compile(rb'\{"type":"(?:join|msg|nick|leave|lost)","origin":"([^"]*)","seq":(\d+)')
+EVENT_HEAD = re.compile(rb'\{"type":"[^"]*","origin":"([^"]*)","seq":(\d+)')
 
 
 @dataclass(frozen=True)
 class Rendered:
-    payload: bytes
+    payload: bytes  # (JSON cases: what follows the handshake)
     chunks: list[bytes]
     first: str = OK  # verdict of the first line (JSON cases)
     outcomes: frozenset[str] = frozenset()  # what may happen (JSON cases)
+    hello: list[bytes] = field(default_factory=list)  # the hello's chunks
+    hello_raw: bytes = b""  # what the proofs cover of it
+    key: SigningKey | None = None
+    auth: str = "good"
+
+    def auth_line(self, theirs: Hello) -> bytes:
+        """Our answer to the node's hello and proof, as the case says."""
+        assert self.key is not None
+        if self.auth == "form":
+            return b'{"type":"auth","sig":"not a signature"}\n'
+        if self.auth == "other":
+            return encode(Ping("not an auth"))
+        side, mine = "dialler", self.hello_raw
+        if self.auth == "wrong":
+            mine += b" "
+        elif self.auth == "replayed":
+            side = "acceptor"
+        return encode(Auth(self.key.sign(proof_message(side, mine, theirs.raw))))
 
 
 def outcomes_of(verdicts: list[str]) -> frozenset[str]:
@@ -593,7 +763,7 @@ def json_cases(draw: st.DrawFn) -> Case:
     lines = [first]
     if first.verdict == OK:  # (padding can still make it too long)
         lines += draw(st.lists(later_lines, min_size=1, max_size=8))
-    return Case(tuple(lines), cuts=draw(cuts))
+    return Case(tuple(lines), cuts=draw(cuts), seed=draw(seeds), auth=draw(AUTHS))
 
 
 raw_payloads = st.one_of(
@@ -618,11 +788,28 @@ async def send_chunks(stream: trio.abc.SendStream, chunks: list[bytes]) -> None:
             await stream.send_all(chunk)
 
 
+async def handshake(client: Client, case: Rendered) -> None:
+    """The hello; if the node answers with its hello and proof, check the
+    proof and give ours (as the case says), then the rest of the case."""
+    stream = client.stream
+    await send_chunks(stream, case.hello)
+    await client.until(lambda: client.ended.is_set() or len(client.frames) >= 2)
+    if client.ended.is_set():
+        return
+    theirs, proof = client.frames[:2]
+    assert isinstance(theirs, Hello), client.frames
+    assert isinstance(proof, Auth), client.frames
+    # The node's own proof holds, over both hellos (§3).
+    assert verify(theirs.key, proof.sig, proof_message("acceptor", case.hello_raw, theirs.raw))
+    await send_chunks(stream, [case.auth_line(theirs)])
+    await send_chunks(stream, case.chunks)
+
+
 async def run_json_case(client: Client, case: Rendered, probe: str) -> str:
     """Send a JSON case; what happened: OPEN or the error code the node sent."""
     stream = client.stream
     assert isinstance(stream, trio.SocketStream)
-    await send_chunks(stream, case.chunks)
+    await handshake(client, case)
     if OPEN in case.outcomes:
         await send_chunks(stream, [encode(Ping(probe))])
     pong = Pong(probe)
@@ -644,12 +831,11 @@ async def run_json_case(client: Client, case: Rendered, probe: str) -> str:
     last = frames[-1]
     assert isinstance(last, Error)
     if isinstance(frames[0], Hello):
-        assert case.first in (OK, MAYBE, UNSUPPORTED), frames
-        if case.first == UNSUPPORTED:
-            assert len(frames) == 2, frames  # its hello, then the error (§3)
+        assert case.first in (OK, MAYBE), frames
     else:
-        # To a first line that is not a well-formed hello, the error alone (§3).
-        assert case.first in (BAD, TOO_LONG, MAYBE), frames
+        # To a first line that is not a well-formed hello of protocol 2,
+        # the error alone (§3).
+        assert case.first in (BAD, TOO_LONG, MAYBE, UNSUPPORTED), frames
         assert len(frames) == 1, frames
     return last.code
 
@@ -718,6 +904,8 @@ class Fuzz:
             raise AssertionError(
                 f"{exc!r}\nexpected {sorted(rendered.outcomes) or 'the node to close'};"
                 f" node's connections (close reason, bytes buffered): {links};"
+                f" hello ({rendered.first}) {b''.join(rendered.hello)[:300]!r},"
+                f" auth {rendered.auth};"
                 f" payload {len(rendered.payload)} bytes: {rendered.payload[:600]!r}"
             ) from exc
         self.handle.forget()  # a long run must not keep every closed connection
@@ -792,7 +980,13 @@ async def test_fuzzed_connections_never_hurt_the_node_or_the_honest(
             assert not handle.finished.is_set()  # still running
             internal = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
             assert internal == []
-            print(f"fuzz: {fuzz.examples} cases, {fuzz.rounds} honest rounds, outcomes {fuzz.seen}")
+            router = handle.node.router
+            print(
+                f"fuzz: {fuzz.examples} cases, {fuzz.rounds} honest rounds, outcomes {fuzz.seen};"
+                f" {router.signature_checks} signatures checked, {router.bad_signatures} dropped"
+            )
+            # Tampered and foreign-signed events reached the check and were dropped.
+            assert router.bad_signatures > 0 or FUZZ_EXAMPLES < 500
 
             handle.node.stop()
             await handle.finished.wait()

@@ -42,11 +42,14 @@ from wire import WireClient, summary
 
 from chat.logs import HubFormatter, wants_colour
 from chat.options import RESERVED_FDS, config_from, parse_args
-from chat.protocol import CaughtUp, Error, Event, Hello, Peers
+from chat.protocol import Auth, CaughtUp, Error, Event, Hello, Peers
 
 TRANSCRIPT_LINE = re.compile(rf"^{CLOCK} (\[history\] )?(<[^>]+> .+|\*\*\* .+)$")
 MSG_LINE = re.compile(rf"^{CLOCK} (?:\[history\] )?<(?P<name>[^>]+)> (?P<text>.*)$")
-HUB_LISTENING = re.compile(rf"^{CLOCK} \[SUCCESS\] hub listening on (?P<host>.+):(?P<port>\d+)$")
+HUB_LISTENING = re.compile(
+    rf"^{CLOCK} \[SUCCESS\] hub listening on (?P<host>.+):(?P<port>\d+)"
+    r" \(identity SHA256:[A-Za-z0-9+/]{12}\)$"
+)
 HUB_LOG_LINE = re.compile(rf"^{CLOCK} \[[A-Z ]+\] ")
 ERROR_LINE = re.compile(r"^\*\*\* error: [a-z_]+: .+$")  # §9: how an error reaches nc
 
@@ -269,11 +272,12 @@ async def test_one_hub_five_peers_every_message_once_and_the_server_log() -> Non
         with pytest.raises(BlockingIOError):
             bait.accept()
 
-        # The watcher, a protocol peer: hello, then events, never peers.
+        # The watcher, a protocol peer: hello and auth, then events, never peers.
         frames = watcher.frames
         assert isinstance(frames[0], Hello), summary(frames)
+        assert isinstance(frames[1], Auth), summary(frames)
         assert not any(isinstance(frame, Peers) for frame in frames), summary(frames)
-        assert all(isinstance(frame, (Event, CaughtUp)) for frame in frames[1:-1]), summary(frames)
+        assert all(isinstance(frame, (Event, CaughtUp)) for frame in frames[2:-1]), summary(frames)
         assert isinstance(frames[-1], Error), summary(frames)
         assert frames[-1].code == "shutting_down", frames[-1]
         by_name = {event.origin: event.name for event in watcher.events()}

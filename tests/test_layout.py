@@ -15,7 +15,8 @@ import pytest
 CHAT = Path(__file__).resolve().parent.parent / "chat"
 
 # Pure modules: no trio, no sockets, no event loop.
-SANS_IO = ["addr", "protocol", "framing", "state", "members", "flow", "lifecycle", "commands"]
+SANS_IO = ["addr", "keys", "names", "protocol", "parse", "handshake", "framing", "state"]
+SANS_IO += ["members", "flow", "lifecycle", "commands", "author"]
 
 
 def imports_of(module: str) -> set[str]:

@@ -11,7 +11,9 @@ values. § refers to docs/PROTOCOL.md.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import trio
@@ -20,9 +22,12 @@ from harness import Group, NodeHandle, settle
 from wire import HOST, WireClient, new_id, summary
 
 from chat.config import Timing
+from chat.handshake import Handshake
+from chat.keys import SigningKey, b64
 from chat.lifecycle import Closing, Reason
 from chat.members import Entry
 from chat.protocol import (
+    EVENT_CONTEXT,
     MAX_EVENT,
     MAX_FRAME,
     CaughtUp,
@@ -34,6 +39,7 @@ from chat.protocol import (
     Ping,
     Pong,
     encode,
+    make_event,
 )
 
 # --------------------------------------------------------------------------
@@ -64,10 +70,10 @@ async def full_mesh(group: Group, *names: str, degree: int = 8) -> list[NodeHand
 
 
 async def raw_peer(
-    group: Group, port: int, name: str = "raw", node_id: str | None = None
+    group: Group, port: int, name: str = "raw", key: SigningKey | None = None
 ) -> WireClient:
     """A raw client that has completed a handshake as a peer (no listen port)."""
-    client = await group.client(port, name, node_id)
+    client = await group.client(port, name, key)
     await client.handshake()
     return client
 
@@ -262,7 +268,7 @@ async def test_vanished_node_is_shown_lost_once(
         a, b, c = await full_mesh(group, "a", "b", "c")
         # X is linked to both A and B (two connections, one node id).
         x_to_a = await raw_peer(group, a.port, "xavier")
-        x_to_b = await raw_peer(group, b.port, "xavier", node_id=x_to_a.id)
+        x_to_b = await raw_peer(group, b.port, "xavier", key=x_to_a.key)
         x = x_to_a.id
         await x_to_a.join()
         for handle in (a, b, c):
@@ -288,7 +294,7 @@ async def test_vanished_node_is_shown_lost_once(
             assert not member.present
 
         # Heard from again: present again (§4).
-        back = await raw_peer(group, a.port, "xavier", node_id=x)
+        back = await raw_peer(group, a.port, "xavier", key=x_to_a.key)
         back.seq = 1
         await back.say("I am back")
         for handle in (a, b, c):
@@ -398,29 +404,26 @@ async def test_node_dialling_itself_gives_up(group: Group) -> None:
 
 
 async def test_hello_with_own_id_is_closed_without_error(group: Group) -> None:
+    # Only A's own key proves A's id (§2, §3): A dialling itself.
     with trio.fail_after(5):
         a = await group.start("a")
-        client = await group.client(a.port, "mirror", a.id)
-        await client.send_frame(client.hello())
-        answer = await client.receive_frame()
-        assert isinstance(answer, Hello)
+        client = await group.client(a.port, "mirror", a.node.me.key)
+        answer = await client.handshake()
         assert answer.node == a.id
         rest = await client.expect_eof()
         assert rest == [], summary(rest)
 
 
-async def test_unsupported_protocol_gets_hello_then_error(group: Group) -> None:
+async def test_a_protocol_1_hello_gets_unsupported_protocol(group: Group) -> None:
     with trio.fail_after(5):
         a = await group.start("a")
         client = await group.client(a.port)
-        await client.send_frame(client.hello(proto=2))
-        answer = await client.receive_frame()
-        assert isinstance(answer, Hello)
-        assert answer.node == a.id
-        assert answer.proto == 1
+        hello = {"type": "hello", "proto": 1, "node": new_id(), "name": "old", "role": "peer"}
+        await client.send(_line({**hello, "listen": None, "have": {}}))
         error = await client.receive_frame()
         assert isinstance(error, Error)
         assert error.code == "unsupported_protocol"
+        assert "only 2" in error.message
         rest = await client.expect_eof()
         assert rest == [], summary(rest)
 
@@ -476,23 +479,30 @@ async def test_dialler_sends_hello_first_and_gives_up_without_answer(group: Grou
         assert far.id not in a.node.neighbours
 
 
-@pytest.mark.parametrize("far_id", ["0" * 32, "f" * 32], ids=["far-smaller", "far-larger"])
-async def test_one_link_per_pair_keeps_the_smaller_ids_dial(group: Group, far_id: str) -> None:
+def key_whose_id(than: str, *, smaller: bool) -> SigningKey:
+    """A run key whose node id is smaller (or larger) than ``than``."""
+    while True:
+        key = SigningKey()
+        if (key.node_id < than) == smaller:
+            return key
+
+
+@pytest.mark.parametrize("smaller", [True, False], ids=["far-smaller", "far-larger"])
+async def test_one_link_per_pair_keeps_the_smaller_ids_dial(group: Group, smaller: bool) -> None:
     with trio.fail_after(5):
         a = await group.start("a")
-        assert far_id != a.id
+        far = key_whose_id(a.id, smaller=smaller)
         # A dials "far" (a raw node on our listener) and far dials A.
         listener, port = await group.listener()
         a.dial(port, persistent=False)
-        dialled_by_a = await WireClient.accept(listener, "far", far_id)
+        dialled_by_a = await WireClient.accept(listener, "far", far)
         group.clients.append(dialled_by_a)
-        assert isinstance(await dialled_by_a.receive_frame(), Hello)
-        await dialled_by_a.send_frame(dialled_by_a.hello(listen=port))
-        await a.wait_linked(far_id)
+        await dialled_by_a.answer(listen=port)
+        await a.wait_linked(far.node_id)
 
-        dialled_by_far = await group.client(a.port, "far", far_id)
+        dialled_by_far = await group.client(a.port, "far", far)
         await dialled_by_far.handshake(listen=port)
-        if far_id < a.id:
+        if smaller:
             keep, drop = dialled_by_far, dialled_by_a
         else:
             keep, drop = dialled_by_a, dialled_by_far
@@ -501,7 +511,7 @@ async def test_one_link_per_pair_keeps_the_smaller_ids_dial(group: Group, far_id
         # The kept one still works, and the switch was no departure.
         await keep.send_frame(Ping("still there"))
         assert (await keep.expect(Pong)).nonce == "still there"
-        assert far_id in a.node.neighbours
+        assert far.node_id in a.node.neighbours
         assert len(a.node.connections) == 1
         assert not any(e.kind == "lost" for e in a.entries)
 
@@ -510,11 +520,11 @@ async def test_second_connection_from_same_dialler_is_closed(group: Group) -> No
     with trio.fail_after(5):
         a = await group.start("a")
         first = await raw_peer(group, a.port, "twice")
-        second = await group.client(a.port, "twice", first.id)
-        await second.send_frame(second.hello())
+        second = await group.client(a.port, "twice", first.key)
+        await second.handshake()
         # Both were dialled by the same node: the older one stays.
         frames = await second.expect_eof()
-        assert summary(frames) == ["Hello"]
+        assert not any(isinstance(f, Error) for f in frames), summary(frames)
         await first.send_frame(Ping(1))
         assert (await first.expect(Pong)).nonce == 1
         assert len(a.node.connections) == 1
@@ -548,11 +558,14 @@ async def test_frames_of_exactly_max_frame_and_max_event_bytes_are_accepted(
         assert len(line) == MAX_FRAME
         await client.send(line)
         assert await client.expect(Pong) == Pong("big")
-        event = client.event("msg", text="padded")
-        head = event.raw[:-2] + b',"pad":"'
-        line = head + b"p" * (MAX_EVENT - len(head) - 3) + b'"}\n'
-        assert len(line) == MAX_EVENT
-        await client.send(line)
+        # An unknown member within the signed part, up to the event's bound.
+        ts = time.time()
+        base = make_event("msg", client.key, 1, ts, "big", text="padded", extra={"pad": ""})
+        pad = "p" * (MAX_EVENT - len(base.raw))
+        event = make_event("msg", client.key, 1, ts, "big", text="padded", extra={"pad": pad})
+        assert len(event.raw) == MAX_EVENT
+        client.seq = 1
+        await client.send(event.raw)
         await a.wait_text("padded")
         assert client.id in a.node.neighbours
 
@@ -578,11 +591,16 @@ _X = "0" * 32
 _GOOD_MSG = {"type": "msg", "origin": _X, "seq": 1, "ts": 1.0, "name": "x", "text": "hi"}
 
 
+_KEY = SigningKey()
+
+
 def _hello_line(**change: object) -> bytes:
     fields: dict[str, object] = {
         "type": "hello",
-        "proto": 1,
-        "node": new_id(),
+        "proto": 2,
+        "node": _KEY.node_id,
+        "key": b64(_KEY.public),
+        "nonce": b64(bytes(32)),
         "name": "bad",
         "role": "peer",
         "listen": None,
@@ -595,11 +613,13 @@ def _hello_line(**change: object) -> bytes:
 
 
 def _msg_line(**change: object) -> bytes:
-    fields: dict[str, object] = dict(_GOOD_MSG)
+    # Complete but for the one fault: a key, and a (meaningless) signature last.
+    fields: dict[str, object] = {**_GOOD_MSG, "key": b64(_KEY.public)}
     fields.update(change)
     for key in [k for k, v in change.items() if v is _MISSING]:
         del fields[key]
-    return _line(fields)
+    fields["sig"] = b64(bytes(64))
+    return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
 
 
 def _line(fields: dict[str, object]) -> bytes:
@@ -704,10 +724,15 @@ async def test_unknown_types_and_fields_are_ignored(group: Group) -> None:
         a = await group.start("a")
         client = await group.client(a.port, name="future")
         hello = client.hello()
-        line = encode(hello)[:-2] + b',"colour":"blue","caps":{"x":[1,2]}}\n'
-        await client.send(line)
-        answer = await client.expect(Hello)
-        assert answer.node == a.id
+        extended = replace(hello, raw=hello.raw[:-1] + b',"colour":"blue","caps":{"x":[1,2]}}')
+        shake = Handshake(client.key, outgoing=True, make_hello=lambda nonce: extended)
+        for frame in shake.start():
+            await client.send_frame(frame)
+        while not shake.done:
+            for answer in shake.receive(await client.receive_frame()):
+                await client.send_frame(answer)
+        assert shake.theirs is not None
+        assert shake.theirs.node == a.id
         await a.wait_linked(client.id)
 
         await client.send(b'{"type":"reaction","emoji":"+1","origin":"whatever"}\n')
@@ -715,9 +740,14 @@ async def test_unknown_types_and_fields_are_ignored(group: Group) -> None:
         pong = await client.expect(Pong)
         assert pong.nonce == 7
         await client.join()
-        msg = client.event("msg", text="with extras")
-        await client.send(msg.raw[:-2] + b',"mood":"happy","reply_to":null}\n')
-        await a.wait_text("with extras")
+        client.seq += 1
+        extras = {"mood": "happy", "reply_to": None}
+        msg = make_event(
+            "msg", client.key, client.seq, time.time(), "future", text="with extras", extra=extras
+        )
+        await client.send(msg.raw)
+        shown = await a.wait_text("with extras")
+        assert shown.event is not None and shown.event.extra == extras
         # A second hello on an established link is ignored too.
         await client.send_frame(client.hello(have={a.id: 0}))
         await client.send_frame(Ping(8))
@@ -737,12 +767,16 @@ async def test_events_are_forwarded_byte_for_byte(group: Group) -> None:
         got = await receiver.expect_event(lambda e: e.origin == sender.id and e.seq == 1)
         assert got.raw == join.raw
 
-        # Odd spacing, key order, escapes, an extra field, CRLF ending.
-        body = (
+        # Odd spacing, member order, escapes, an extra member, CRLF ending:
+        # any JSON, as long as it ends with its signature (§4).
+        prefix = (
             b'{ "seq" : 2, "text":"caf\\u00e9 \xc3\xa9 \\"q\\"","type":"msg",'
             b'"origin":"' + sender.id.encode() + b'", "ts":1.7e9,"name":"sender",'
-            b'"extra":[1, {"a": null}] }'
+            b'"extra":[1, {"a": null}], "key" : "' + b64(sender.key.public).encode() + b'"'
         )
+        sig = sender.key.sign(EVENT_CONTEXT + prefix)
+        body = prefix + b',"sig":"' + b64(sig).encode() + b'"}'
+        sender.seq = 2
         await sender.send(body + b"\r\n")
         got = await receiver.expect_event(lambda e: e.origin == sender.id and e.seq == 2)
         assert got.text == 'café é "q"'
@@ -780,7 +814,7 @@ async def test_own_events_are_never_sent_back(group: Group) -> None:
         # Catch-up skips them too, even when P's hello claims to have nothing.
         await p.aclose()
         await a.wait_unlinked(p.id)
-        again = await group.client(a.port, "p", p.id)
+        again = await group.client(a.port, "p", p.key)
         await again.handshake(have={})
         await again.send_frame(Ping("end of catch-up"))
         skipped = []

@@ -18,13 +18,18 @@ from hypothesis import strategies as st
 
 from chat.addr import join_addr, split_addr
 from chat.framing import Decoder
+from chat.keys import SigningKey, b64, verify
+from chat.parse import parse_frame
 from chat.protocol import (
+    EVENT_CONTEXT,
     MAX_EVENT,
     MAX_FRAME,
     MAX_HAVE,
     MAX_NAME,
     MAX_SEQ,
     MAX_TEXT,
+    Auth,
+    CaughtUp,
     Duplicate,
     Error,
     Event,
@@ -41,59 +46,96 @@ from chat.protocol import (
     Unknown,
     encode,
     make_event,
+    make_hello,
     name_problem,
-    parse_frame,
     text_problem,
 )
 
-A = "0123456789abcdef" * 2
-B = "fedcba9876543210" * 2
-C = "c0ffee00" * 4
+KA, KB, KC = (SigningKey.from_seed(bytes([n]) * 32) for n in (1, 2, 3))
+A, B, C = KA.node_id, KB.node_id, KC.node_id
+NONCE = bytes(range(32))
+SIG = bytes(range(64, 128))  # a signature's form: what the parser checks (§4)
 TS = 1763700000.123
 
 EVENT_KINDS: tuple[EventKind, ...] = ("join", "msg", "nick", "leave", "lost")
 ROLES: tuple[RoleName, ...] = ("peer", "hub")
 
 # One well-formed frame of every type (§3, §4, §7).
+KEY, SIG64 = b64(KA.public), b64(SIG)
 VALID: dict[str, dict[str, Any]] = {
     "hello": {
         "type": "hello",
-        "proto": 1,
+        "proto": 2,
         "node": A,
+        "key": KEY,
+        "nonce": b64(NONCE),
         "name": "alice",
         "role": "peer",
         "listen": 8081,
         "have": {B: 3},
     },
-    "join": {"type": "join", "origin": A, "seq": 1, "ts": TS, "name": "alice"},
-    "msg": {"type": "msg", "origin": A, "seq": 2, "ts": TS, "name": "alice", "text": "hello"},
-    "nick": {"type": "nick", "origin": A, "seq": 3, "ts": TS, "name": "alice2"},
-    "leave": {"type": "leave", "origin": A, "seq": 4, "ts": TS, "name": "alice2"},
-    "lost": {"type": "lost", "origin": A, "seq": 5, "ts": TS, "name": "hub", "node": B},
+    "auth": {"type": "auth", "sig": SIG64},
+    "join": {"type": "join", "origin": A, "seq": 1, "ts": TS, "name": "alice", "key": KEY},
+    "msg": {
+        "type": "msg",
+        "origin": A,
+        "seq": 2,
+        "ts": TS,
+        "name": "alice",
+        "text": "hello",
+        "key": KEY,
+    },
+    "nick": {"type": "nick", "origin": A, "seq": 3, "ts": TS, "name": "alice2", "key": KEY},
+    "leave": {"type": "leave", "origin": A, "seq": 4, "ts": TS, "name": "alice2", "key": KEY},
+    "lost": {
+        "type": "lost",
+        "origin": A,
+        "seq": 5,
+        "ts": TS,
+        "name": "hub",
+        "node": B,
+        "key": KEY,
+    },
     "peers": {"type": "peers", "peers": [{"node": B, "name": "bob", "addr": "127.0.0.1:8082"}]},
     "ping": {"type": "ping", "nonce": 42},
     "pong": {"type": "pong", "nonce": 42},
+    "caught_up": {"type": "caught_up"},
     "error": {"type": "error", "code": "bad_frame", "message": "why"},
 }
+EVENT_FRAMES = frozenset({"join", "msg", "nick", "leave", "lost"})
+for _kind in EVENT_FRAMES:
+    VALID[_kind]["sig"] = SIG64  # last: an event ends with its signature (§4)
+
+
+def _event(kind: str, seq: int, name: str, *, text: str = "", node: str = "") -> Event:
+    return Event(kind, A, seq, TS, name, text, node, pub=KA.public, sig=SIG)
+
 
 EXPECTED: dict[str, Frame] = {
-    "hello": Hello(A, "alice", "peer", 8081, {B: 3}, 1),
-    "join": Event("join", A, 1, TS, "alice"),
-    "msg": Event("msg", A, 2, TS, "alice", text="hello"),
-    "nick": Event("nick", A, 3, TS, "alice2"),
-    "leave": Event("leave", A, 4, TS, "alice2"),
-    "lost": Event("lost", A, 5, TS, "hub", node=B),
+    "hello": Hello(A, KA.public, NONCE, "alice", "peer", 8081, {B: 3}, 2),
+    "auth": Auth(SIG),
+    "join": _event("join", 1, "alice"),
+    "msg": _event("msg", 2, "alice", text="hello"),
+    "nick": _event("nick", 3, "alice2"),
+    "leave": _event("leave", 4, "alice2"),
+    "lost": _event("lost", 5, "hub", node=B),
     "peers": Peers((PeerInfo(B, "bob", "127.0.0.1:8082"),)),
     "ping": Ping(42),
     "pong": Pong(42),
+    "caught_up": CaughtUp(),
     "error": Error("bad_frame", "why"),
 }
 
 
 def obj(kind: str, **changes: Any) -> dict[str, Any]:
-    """A deep copy of the valid ``kind`` frame with ``changes`` applied."""
+    """A deep copy of the valid ``kind`` frame with ``changes`` applied.
+
+    An event's ``sig`` stays its last member (§4), whatever is added.
+    """
     out = copy.deepcopy(VALID[kind])
     out.update(changes)
+    if "sig" in out and "sig" not in changes:
+        out["sig"] = out.pop("sig")
     return out
 
 
@@ -143,7 +185,7 @@ def test_every_valid_frame_through_the_decoder(kind: str) -> None:
 
 def test_hello_listen_null_and_empty_have() -> None:
     frame = parse_frame(line_of(obj("hello", listen=None, have={}, role="hub")))
-    assert frame == Hello(A, "alice", "hub", None, {}, 1)
+    assert frame == Hello(A, KA.public, NONCE, "alice", "hub", None, {})
 
 
 def test_hello_listen_zero_means_not_listening() -> None:
@@ -152,11 +194,19 @@ def test_hello_listen_zero_means_not_listening() -> None:
     assert frame.listen is None
 
 
-def test_hello_other_proto_is_parsed_for_the_node_to_refuse() -> None:
-    # unsupported_protocol is the node's decision after answering (§3).
-    frame = parse_frame(line_of(obj("hello", proto=2)))
-    assert isinstance(frame, Hello)
-    assert frame.proto == 2
+@pytest.mark.parametrize("proto", [1, 3, 0])
+def test_a_hello_of_another_protocol_is_refused_naming_the_spoken_ones(proto: int) -> None:
+    # §3: answered with unsupported_protocol, which names the versions spoken;
+    # a protocol-1 hello has none of the new members, and is still told so.
+    error = assert_bad(line_of(obj("hello", proto=proto)), "unsupported_protocol")
+    assert error.message == f"protocol {proto} is not spoken here: only 2"
+    v1 = {"type": "hello", "proto": 1, "node": A, "name": "a", "role": "peer", "have": {}}
+    assert assert_bad(line_of(v1), "unsupported_protocol").message.endswith("only 2")
+
+
+def test_a_hello_whose_node_is_not_its_keys_id_is_refused() -> None:
+    assert_bad(line_of(obj("hello", node=B)))
+    assert_bad(line_of(obj("hello", key=b64(KB.public))))
 
 
 def test_hello_boundaries() -> None:
@@ -189,13 +239,15 @@ def test_names_within_the_rules_are_accepted(name: str) -> None:
     assert frame.name == name
 
 
-def test_name_with_outer_spaces_is_a_valid_display_name_on_the_wire() -> None:
-    # §2: a name is 1..32 characters without control characters; nothing
-    # forbids spaces, so a conforming remote must not be cut off for one.
-    for name in (" alice", "alice ", " "):
-        frame = parse_frame(line_of(obj("join", name=name)))
-        assert isinstance(frame, Event)
-        assert frame.name == name
+@pytest.mark.parametrize(
+    "name",
+    [" alice", "alice ", " ", "bob> hi <carol", "<bob>", "a\u200bb", "\u202ebob", "x\u2066"],
+)
+def test_names_that_could_fake_a_line_are_refused_on_the_wire(name: str) -> None:
+    # Protocol 2 (§2): no < or >, no outer spaces, nothing that renders as
+    # nothing or reorders text. A frame naming one is bad_frame.
+    assert_bad(line_of(obj("join", name=name)))
+    assert_bad(line_of(obj("hello", name=name)))
 
 
 @pytest.mark.parametrize(
@@ -555,19 +607,22 @@ def test_raw_is_the_received_line() -> None:
 
 
 def test_raw_keeps_the_remote_formatting() -> None:
-    # Spacing, key order, escapes and unknown fields are the origin's: a
-    # re-encoding would change them.
+    # Spacing, member order, escapes and unknown members are the origin's: a
+    # re-encoding would change them, and the signature covers them (§4).
     line = (
         b'{ "text" : "caf\\u00e9 \\"q\\" \xf0\x9f\xa6\x80",  "seq":2,"type":"msg",'
         b'"origin":"' + A.encode() + b'", "ts":1763700000.1230, "name":"alice",'
-        b' "x-future":[1,2,{"a":null}] }   \n'
+        b' "x-future":[1,2,{"a":null}], "key":"' + KEY.encode() + b'"'
+        b',"sig":"' + SIG64.encode() + b'"}\n'
     )
     event = parse_frame(line)
     assert isinstance(event, Event)
-    assert event.text == 'café "q" 🦀'
+    assert event.text == 'caf\u00e9 "q" \U0001f980'
     assert event.ts == 1763700000.123
+    assert event.extra == {"x-future": [1, 2, {"a": None}]}
     assert event.raw == line
     assert encode(event) == line
+    assert event.signed() == EVENT_CONTEXT + line[: line.index(b',"sig"')]
 
 
 def test_raw_of_a_crlf_line_ends_in_a_single_newline() -> None:
@@ -613,7 +668,7 @@ def test_raw_does_not_take_part_in_equality() -> None:
 def test_make_event_fields_per_kind(kind: EventKind) -> None:
     event = make_event(
         kind,
-        A,
+        KA,
         7,
         TS,
         "alice",
@@ -622,7 +677,7 @@ def test_make_event_fields_per_kind(kind: EventKind) -> None:
     )
     wire = encode(event)
     assert wire == event.raw
-    assert wire.endswith(b"}\n")
+    assert wire.endswith(b'"}\n')
     assert wire.count(b"\n") == 1
     expected: dict[str, Any] = {
         "type": kind,
@@ -635,19 +690,37 @@ def test_make_event_fields_per_kind(kind: EventKind) -> None:
         expected["text"] = "hi"
     if kind == "lost":
         expected["node"] = B
-    assert json.loads(wire) == expected
     assert event.fields() == expected
+    members = json.loads(wire)
+    assert list(members) == [*expected, "key", "sig"]
+    assert members == {**expected, "key": KEY, "sig": b64(event.sig)}
     parsed = parse_frame(wire)
     assert parsed == event
     assert isinstance(parsed, Event)
     assert parsed.raw == wire
+    assert verify(KA.public, parsed.sig, parsed.signed())
+
+
+def test_make_event_signs_its_extra_members_too() -> None:
+    event = make_event("react", KA, 1, TS, "alice", extra={"to": [A, 1], "emoji": "+1"})
+    members = json.loads(event.raw)
+    assert list(members) == ["type", "origin", "seq", "ts", "name", "to", "emoji", "key", "sig"]
+    parsed = parse_frame(event.raw)
+    assert isinstance(parsed, Event)
+    assert not parsed.known
+    assert parsed.extra == {"to": [A, 1], "emoji": "+1"}
+    assert verify(KA.public, parsed.sig, parsed.signed())
+    changed = event.raw.replace(b'"+1"', b'"-1"')
+    again = parse_frame(changed)
+    assert isinstance(again, Event)
+    assert not verify(KA.public, again.sig, again.signed())
 
 
 def test_make_event_keeps_non_ascii_readable_and_escapes_controls() -> None:
-    text = "héllo 🦀 \x1b[31m tab\t cr\r \u2028 \x7f"
-    event = make_event("msg", A, 1, TS, "zoë", text=text)
-    assert "héllo 🦀".encode() in event.raw
-    assert "zoë".encode() in event.raw
+    text = "h\u00e9llo \U0001f980 \x1b[31m tab\t cr\r \u2028 \x7f"
+    event = make_event("msg", KA, 1, TS, "zo\u00eb", text=text)
+    assert "h\u00e9llo \U0001f980".encode() in event.raw
+    assert "zo\u00eb".encode() in event.raw
     assert event.raw.count(b"\n") == 1
     assert b"\r" not in event.raw
     assert b"\x1b" not in event.raw
@@ -656,25 +729,22 @@ def test_make_event_keeps_non_ascii_readable_and_escapes_controls() -> None:
     assert parsed.text == text
 
 
-def test_encode_an_event_without_raw() -> None:
-    event = Event("msg", A, 3, TS, "alice", text="hi")
-    wire = encode(event)
-    assert json.loads(wire) == {
-        "type": "msg",
-        "origin": A,
-        "seq": 3,
-        "ts": TS,
-        "name": "alice",
-        "text": "hi",
-    }
-    assert parse_frame(wire) == event
+def test_an_event_cannot_be_encoded_unsigned() -> None:
+    # Events are made by make_event, which signs them: there is no other way.
+    with pytest.raises(ValueError, match="signs"):
+        encode(Event("msg", A, 3, TS, "alice", text="hi"))
+
+
+HELLO_B = Hello(B, KB.public, NONCE, "hub one", "hub", None, {})
 
 
 @pytest.mark.parametrize(
     "frame",
     [
-        Hello(A, "alice", "peer", 8081, {B: 3, C: 0}, 1),
-        Hello(A, "hub one", "hub", None, {}, 1),
+        Hello(A, KA.public, NONCE, "alice", "peer", 8081, {B: 3, C: 0}),
+        HELLO_B,
+        Auth(SIG),
+        CaughtUp(),
         Peers(()),
         Peers((PeerInfo(B, "bob", "127.0.0.1:8082"), PeerInfo(C, "carol", "[::1]:9"))),
         Ping(0),
@@ -693,17 +763,36 @@ def test_link_frames_round_trip(frame: Frame) -> None:
     assert Decoder().feed(wire) == [frame]
 
 
-def test_encode_hello_fields() -> None:
-    wire = encode(Hello(A, "alice", "peer", None, {B: 3}, 1))
+def test_encode_hello_fields_in_their_order() -> None:
+    hello = make_hello(KA, NONCE, "alice", "peer", None, {B: 3})
+    wire = encode(hello)
+    assert list(json.loads(wire)) == [
+        "type",
+        "proto",
+        "node",
+        "key",
+        "nonce",
+        "name",
+        "role",
+        "listen",
+        "have",
+    ]
     assert json.loads(wire) == {
         "type": "hello",
-        "proto": 1,
+        "proto": 2,
         "node": A,
+        "key": KEY,
+        "nonce": b64(NONCE),
         "name": "alice",
         "role": "peer",
         "listen": None,
         "have": {B: 3},
     }
+    assert hello.raw + b"\n" == wire
+    parsed = parse_frame(wire)
+    assert isinstance(parsed, Hello)
+    assert parsed == hello
+    assert parsed.raw == hello.raw
 
 
 def test_encode_unknown_is_a_bug_of_ours() -> None:
@@ -1151,23 +1240,33 @@ stamps = st.floats(allow_nan=False, allow_infinity=False)
 seqs = st.integers(min_value=1, max_value=MAX_SEQ)
 
 
+run_keys = st.binary(min_size=32, max_size=32).map(SigningKey.from_seed)
+extras = st.dictionaries(
+    st.sampled_from(["x-future", "emoji", "to", "reply_to"]),
+    st.integers() | st.text(max_size=8) | st.lists(st.integers(), max_size=3),
+    max_size=2,
+)
+
+
 @st.composite
 def events(draw: st.DrawFn) -> Event:
-    kind = draw(st.sampled_from(EVENT_KINDS))
+    kind = draw(st.sampled_from([*EVENT_KINDS, "react"]))
     return make_event(
         kind,
-        draw(node_ids),
+        draw(run_keys),
         draw(seqs),
         draw(stamps),
         draw(names),
         text=draw(texts) if kind == "msg" else "",
         node=draw(node_ids) if kind == "lost" else "",
+        extra=draw(extras),
     )
 
 
 hellos = st.builds(
-    Hello,
-    node_ids,
+    make_hello,
+    run_keys,
+    st.binary(min_size=32, max_size=32),
     names,
     st.sampled_from(ROLES),
     st.none() | st.integers(min_value=1, max_value=65535),
@@ -1198,6 +1297,7 @@ def test_event_round_trip(event: Event) -> None:
     assert isinstance(parsed, Event)
     assert parsed.raw == wire
     assert encode(parsed) == wire
+    assert verify(parsed.pub, parsed.sig, parsed.signed())
 
 
 @settings(max_examples=200, deadline=None)
@@ -1207,6 +1307,9 @@ def test_hello_round_trip(hello: Hello) -> None:
     assert wire.count(b"\n") == 1
     assert parse_frame(wire) == hello
     assert Decoder().feed(wire) == [hello]
+    parsed = parse_frame(wire)
+    assert isinstance(parsed, Hello)
+    assert parsed.raw + b"\n" == wire
 
 
 @settings(max_examples=200, deadline=None)
@@ -1294,7 +1397,7 @@ peer_entries = st.fixed_dictionaries(
     },
 )
 FIELDS = ["type", "proto", "node", "name", "role", "listen", "have", "origin", "seq", "ts"]
-FIELDS += ["text", "peers", "nonce", "code", "message"]
+FIELDS += ["text", "peers", "nonce", "code", "message", "key", "sig", "identity", "cert"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -1311,9 +1414,13 @@ def test_mangled_frames_are_a_frame_or_bad_frame(kind: str, changes: dict[str, A
     try:
         frame = parse_frame(line)
     except ProtocolError as exc:
-        assert exc.code == "bad_frame"
+        # A hello whose proto is changed to another number is refused as such.
+        expected = {"bad_frame", "unsupported_protocol"} if "proto" in changes else {"bad_frame"}
+        assert exc.code in expected
     else:
-        assert isinstance(frame, Hello | Event | Peers | Ping | Pong | Error | Unknown)
+        assert isinstance(
+            frame, Hello | Auth | Event | Peers | Ping | Pong | CaughtUp | Error | Unknown
+        )
         if isinstance(frame, Event):
             assert encode(frame) == line
 
@@ -1336,18 +1443,21 @@ def test_mangled_peer_entries_are_peers_or_bad_frame(entries: list[dict[str, Any
 
 
 def test_a_seen_event_comes_out_as_duplicate_without_parsing() -> None:
-    origin = "ab" * 16
-    old = make_event("msg", origin, 3, 1.0, "al", text="seen already")
-    new = make_event("msg", origin, 4, 1.0, "al", text="not yet")
+    origin = A
+    old = make_event("msg", KA, 3, 1.0, "al", text="seen already")
+    new = make_event("msg", KA, 4, 1.0, "al", text="not yet")
     seen = {(origin, 3)}
     decoder = Decoder(seen=lambda o, s: (o, s) in seen)
     assert decoder.feed(old.raw + new.raw) == [Duplicate(origin, 3), new]
 
 
 def test_the_fast_path_never_hides_an_unseen_or_foreign_frame() -> None:
-    origin = "cd" * 16
+    origin = B
     # Field order other than make_event's: parsed as usual, even if seen.
-    reordered = b'{"seq":1,"type":"join","origin":"' + origin.encode() + b'","ts":1,"name":"x"}\n'
+    reordered = (
+        b'{"seq":1,"type":"join","origin":"' + origin.encode() + b'","ts":1,"name":"x",'
+        b'"key":"' + b64(KB.public).encode() + b'","sig":"' + SIG64.encode() + b'"}\n'
+    )
     decoder = Decoder(seen=lambda o, s: True)
     (frame,) = decoder.feed(reordered)
     assert isinstance(frame, Event) and frame.key == (origin, 1)
@@ -1358,16 +1468,15 @@ def test_the_fast_path_never_hides_an_unseen_or_foreign_frame() -> None:
 
 
 def test_seqs_are_bounded_so_a_hello_stays_within_max_frame() -> None:
-    origin = "ef" * 16
-    at_bound = make_event("msg", origin, MAX_SEQ, 1.0, "al", text="x")
+    at_bound = make_event("msg", KC, MAX_SEQ, 1.0, "al", text="x")
     assert parse_frame(at_bound.raw) == at_bound
-    over = make_event("msg", origin, MAX_SEQ + 1, 1.0, "al", text="x")
+    over = make_event("msg", KC, MAX_SEQ + 1, 1.0, "al", text="x")
     with pytest.raises(ProtocolError) as caught:
         parse_frame(over.raw)
     assert caught.value.code == "bad_frame"
     # The largest hello a node sends: MAX_HAVE origins, each at MAX_SEQ.
     have = {f"{i:032x}": MAX_SEQ for i in range(MAX_HAVE)}
-    hello = Hello("ab" * 16, "n" * MAX_NAME, "peer", 65535, have)
+    hello = make_hello(KC, NONCE, "\U0001f980" * MAX_NAME, "peer", 65535, have)
     assert len(encode(hello)) <= MAX_FRAME
     bad = json.loads(encode(hello))
     bad["have"]["0" * 32] = MAX_SEQ + 1
@@ -1477,3 +1586,63 @@ def test_partial_json_is_never_flushed() -> None:
     assert decoder.feed(b'{"type":"ping"') == []
     assert not decoder.partial
     assert decoder.flush() == []
+
+
+# --------------------------------------------------------------------------
+# What makes a protocol-2 event well-formed beyond protocol 1 (§4)
+
+
+def _signed_line(**changes: Any) -> bytes:
+    return make_event("msg", KA, 9, TS, "alice", text="hi", **changes).raw
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b'"}',  # no sig at all
+        b'", "sig":"' + SIG64.encode() + b'"}',  # a space before "sig"
+        b'","sig":"' + SIG64.encode() + b'" }',  # a space after it
+        b'","sig":"' + SIG64[:-1].encode() + b'"}',  # 85 characters
+        b'","sig":"' + SIG64.encode() + b'=="}',  # padded
+        b'","sig":"' + SIG64.replace("-", "+").encode() + b'"}',  # standard base64
+    ],
+)
+def test_an_event_must_end_exactly_with_its_signature(tail: bytes) -> None:
+    body = line_of(obj("msg"), b"")
+    head = body[: body.index(b'","sig"')]
+    assert_bad(head + tail + b"\n")
+
+
+def test_an_event_with_sig_elsewhere_is_bad() -> None:
+    value = obj("msg")
+    sig = value.pop("sig")
+    assert_bad(line_of({"sig": sig, **value}))
+
+
+def test_a_member_given_twice_is_bad_frame() -> None:
+    # Two parsers could read two different values; the signer and the
+    # reader must agree on every member (§1).
+    line = _signed_line()
+    twice = line.replace(b'"text":"hi"', b'"text":"hi","text":"bye"')
+    assert_bad(twice)
+    assert_bad(b'{"type":"ping","nonce":1,"nonce":2}\n')
+
+
+@pytest.mark.parametrize("member", ["identity", "cert", "host", "host_key", "vouch"])
+def test_identity_members_of_a_join_are_checked_for_form(member: str) -> None:
+    good = {"identity": KEY, "cert": SIG64, "host": B, "host_key": KEY, "vouch": SIG64}
+    assert isinstance(parse_frame(line_of(obj("join", **good))), Event)
+    assert_bad(line_of(obj("join", **{**good, member: "x"})))
+    assert_bad(line_of(obj("join", **{**good, member: 5})))
+
+
+def test_an_unknown_signed_event_kind_is_an_event() -> None:
+    line = make_event("react", KA, 3, TS, "alice", extra={"emoji": "+1"}).raw
+    frame = parse_frame(line)
+    assert isinstance(frame, Event)
+    assert frame.kind == "react"
+    assert frame.key == (A, 3)
+    assert not frame.known
+    assert frame.fields()["emoji"] == "+1"
+    # Without origin, seq and sig it is a link-local frame, ignored.
+    assert parse_frame(line_of({"type": "react", "emoji": "+1"})) == Unknown("react")

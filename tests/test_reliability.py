@@ -27,7 +27,7 @@ import pytest
 import trio
 import trio.testing
 from harness import NodeHandle, Peak, chatter, memory_chatter, memory_client, start_node
-from wire import HOST, open_stalled
+from wire import HOST, Origin, open_stalled
 from wire import WireClient as Client
 
 from chat.config import Config, Timing
@@ -35,6 +35,7 @@ from chat.connection import Connection
 from chat.hub import HubRole
 from chat.lifecycle import Closing, Reason
 from chat.link import Link
+from chat.links import OWN_CATCH_UP as OWN
 from chat.outbox import OUTBOX_BYTES, OUTBOX_FRAMES
 from chat.protocol import MAX_FRAME, MAX_SEQ, Error, encode, make_event
 
@@ -302,20 +303,21 @@ async def test_catch_up_of_own_old_events_is_not_charged_to_the_small_budget(
         hub = await start_node(nursery, config, HubRole(quiet=True), listen=False)
         watcher = await memory_chatter(nursery, hub, "watcher")
         back = memory_client(hub, "back")
-        old = [back.event("join"), *(back.event("msg", f"old {n}") for n in range(299))]
-        await back.handshake(have={back.id: 300})
+        # As many as the node takes as catch-up at most (links.OWN_CATCH_UP).
+        old = [back.event("join"), *(back.event("msg", f"old {n}") for n in range(OWN - 1))]
+        await back.handshake(have={back.id: OWN})
         nursery.start_soon(back.read_all)
         start = trio.current_time()
         await back.send(b"".join(e.raw for e in old))
-        await watcher.until(lambda: watcher.msgs[back.id] == 299)
-        assert arrival_times(watcher, back.id, start) == [0.0] * 300
+        await watcher.until(lambda: watcher.msgs[back.id] == OWN - 1)
+        assert arrival_times(watcher, back.id, start) == [0.0] * OWN
 
         # Its new events: the burst at once, then the rate.
         new = [back.event("msg", f"new {n}") for n in range(100)]
         start = trio.current_time()
         await back.send(b"".join(e.raw for e in new))
-        await watcher.until(lambda: watcher.msgs[back.id] == 399)
-        times = arrival_times(watcher, back.id, start)[300:]
+        await watcher.until(lambda: watcher.msgs[back.id] == OWN + 99)
+        times = arrival_times(watcher, back.id, start)[OWN:]
         assert times[: int(BURST)] == [0.0] * int(BURST)
         assert times[-1] == pytest.approx((100 - BURST - 1) / RATE, abs=0.01)
         assert back.id in hub.node.neighbours
@@ -509,7 +511,7 @@ async def test_bug_in_a_role_hook_is_contained_logged_once_and_others_carry_on(
         # join (on_event), an error frame (on_error), closing (link_down).
         nursery.start_soon(victim.read_all)
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await victim.send_frame(victim.hello())
+            await victim.handshake()
             await victim.send(victim.event("join").raw)
             await victim.send_frame(Error("bad_frame", "a remote complaining"))
             await victim.aclose()
@@ -552,24 +554,23 @@ async def test_huge_seqs_cannot_push_the_nodes_hello_past_max_frame(
     with trio.fail_after(5):
         handle = await start_node(nursery, Config(name="peer"))
         relay = await chatter(nursery, handle.port, "relay")
-        far = [Client(trio.testing.memory_stream_pair()[0], f"far{i}") for i in range(1000)]
+        far = [Origin(f"far{i}") for i in range(1000)]
         for origin in far:
-            await relay.send(make_event("join", origin.id, MAX_SEQ, time.time(), origin.name).raw)
+            await relay.send(make_event("join", origin.key, MAX_SEQ, time.time(), origin.name).raw)
         ids = {o.id for o in far}
         await handle.until(lambda: ids <= {e.origin for e in handle.entries})
 
         newcomer = await Client.connect(handle.port, "newcomer")
         hello = await newcomer.handshake()
         assert hello.node == handle.id
-        assert len(encode(handle.node.hello())) <= MAX_FRAME
+        assert len(encode(handle.node.hello(bytes(32)))) <= MAX_FRAME
         nursery.start_soon(newcomer.read_all)
         said = await relay.say("still reachable")
         await newcomer.until(lambda: newcomer.msgs[said.origin] == 1)
 
         # One past the bound is refused, and only that connection closes.
         liar = await chatter(nursery, handle.port, "liar")
-        huge = Client(trio.testing.memory_stream_pair()[0], "huge")
-        event = make_event("join", huge.id, MAX_SEQ + 1, time.time(), huge.name)
+        event = make_event("join", Origin("huge").key, MAX_SEQ + 1, time.time(), "huge")
         await liar.send(event.raw)
         await liar.until(liar.ended.is_set)
         assert liar.errors() == ["bad_frame"]

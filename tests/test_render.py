@@ -10,14 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chat.members import Entry, Membership
+from chat.keys import SigningKey, fingerprint
+from chat.members import Entry, Membership, tag
 from chat.protocol import Event, EventKind, make_event
 from chat.render import as_json, clock, describe, line, safe
 from chat.state import Gap
 
-A = "abcd" + "0" * 28
-B = "ef01" + "0" * 28
-C = "c" * 32
+KEYS = [SigningKey.from_seed(bytes([n]) * 32) for n in (1, 2, 3)]
+A, B, C = (key.node_id for key in KEYS)
+BY_ID = {key.node_id: key for key in KEYS}
+A_TAG, B_TAG = (tag(fingerprint(key.public)) for key in KEYS[:2])  # for look-alike names
 # 12:34:56.789 UTC, on the first day of the epoch.
 TS = 12 * 3600 + 34 * 60 + 56.789
 
@@ -42,7 +44,7 @@ def event(
     node: str = "",
     ts: float = TS,
 ) -> Event:
-    return make_event(kind, origin, seq, ts, name, text=text, node=node)
+    return make_event(kind, BY_ID[origin], seq, ts, name, text=text, node=node)
 
 
 def entry_of(ev: Event, who: str = "", history: bool = False, text: str = "") -> Entry:
@@ -273,9 +275,9 @@ def test_transcript_of_a_session() -> None:
     assert lines == [
         "12:33:56 [history] *** bob joined",
         "12:34:26 [history] <bob> before you came",
-        "12:34:56 *** bob#ef01 joined",
-        "12:34:57 <bob#abcd> two bobs",
-        "12:34:58 *** bob#ef01 is now known as robert",
+        f"12:34:56 *** bob~{B_TAG} joined",
+        f"12:34:57 <bob~{A_TAG}> two bobs",
+        f"12:34:58 *** bob~{B_TAG} is now known as robert",
         "12:34:59 *** 2 messages from bob were missed",
         "12:34:59 <bob> back",
         "12:35:00 *** bob lost",

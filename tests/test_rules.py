@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from chat.flow import Cursor, FloodControl, TokenBucket
+from chat.keys import SigningKey
 from chat.lifecycle import (
     Closing,
     Departure,
@@ -168,19 +169,30 @@ def collect(into: list[bytes]) -> Callable[[bytes], bool]:
     return put
 
 
+_KEYS: dict[str, SigningKey] = {}
+
+
+def origin_key(label: str) -> SigningKey:
+    """A run key per label ("a", "b", ...), the same each time."""
+    return _KEYS.setdefault(label, SigningKey.from_seed(label[:1].encode() * 32))
+
+
 def ev(origin: str, seq: int, text: str = "") -> Event:
-    return make_event("msg", origin, seq, 1.0, "n", text=text or f"{origin[:1]}{seq}")
+    """An event of the origin labelled ``origin``."""
+    key = origin_key(origin)
+    return make_event("msg", key, seq, 1.0, "n", text=text or f"{origin[:1]}{seq}")
 
 
 def test_cursor_refills_in_order_skipping_the_links_own_and_what_it_has() -> None:
     history = History(100)
-    mine, other, remote = "a" * 32, "b" * 32, "c" * 32
+    mine, other, remote = "a", "b", "c"
     history.add(ev(other, 1))  # 0
     history.add(ev(mine, 1), source=7)  # 1: came from the link itself
     history.add(ev(remote, 1))  # 2: the remote's own
     history.add(ev(other, 2))  # 3
     history.add(ev(other, 3))  # 4
-    cursor = Cursor(0, serial=7, node=remote, have={other: 2})
+    have = {origin_key(other).node_id: 2}
+    cursor = Cursor(0, serial=7, node=origin_key(remote).node_id, have=have)
     taken: list[bytes] = []
     assert cursor.refill(history, collect(taken))
     assert taken == [ev(other, 3).raw]

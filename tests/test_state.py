@@ -5,11 +5,14 @@ Time is a number passed in, so hold-back is tested without trio.
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chat.members import Entry, Membership
-from chat.protocol import MAX_HAVE, Event, EventKind, make_event
+from chat.keys import fingerprint
+from chat.members import Entry, Membership, tag
+from chat.protocol import MAX_HAVE, Event, EventKind
 from chat.state import HOLD_BACK, Delivery, Gap, History, Sequencer
 
 A = "a" * 32
@@ -29,18 +32,18 @@ def ev(
     text: str = "",
     node: str = "",
 ) -> Event:
-    """An event of ``origin``; msg text and names default to something telling."""
+    """An event of ``origin``; msg text and names default to something telling.
+
+    Built as a value (its ``raw`` the JSON of its members): the state under
+    test orders and shows events; whose signature holds is the router's
+    business. Its run key is a stand-in, so fingerprints differ per origin.
+    """
     if kind == "msg" and not text:
         text = f"message {seq}"
-    return make_event(
-        kind,
-        origin,
-        seq,
-        TS + seq if ts is None else ts,
-        name or f"user-{origin[:2]}",
-        text=text,
-        node=node,
-    )
+    when = TS + seq if ts is None else ts
+    name = name or f"user-{origin[:2]}"
+    raw = json.dumps({"type": kind, "origin": origin, "seq": seq, "text": text}).encode()
+    return Event(kind, origin, seq, when, name, text, node, pub=origin.encode(), raw=raw + b"\n")
 
 
 def node_id(i: int) -> str:
@@ -599,22 +602,26 @@ def test_nick_to_the_same_name_is_not_shown() -> None:
     assert members.apply(ev(A, 2, "nick", name="alice"), False) is None
 
 
-def test_name_collision_shows_the_id_prefix() -> None:
+def fp_tag(origin: str) -> str:
+    return tag(fingerprint(origin.encode()))
+
+
+def test_name_collision_shows_the_fingerprint() -> None:
     members = Membership()
-    a, b = "abcd" + "0" * 28, "ef01" + "0" * 28
+    a, b = A, B
     assert join(members, a, "bob") is not None
     entry = join(members, b, "bob")
     assert entry is not None
-    assert entry.who == "bob#ef01"
-    assert members.display_name(a) == "bob#abcd"
-    assert members.display_name(b) == "bob#ef01"
+    assert entry.who == f"bob~{fp_tag(b)}"
+    assert members.display_name(a) == f"bob~{fp_tag(a)}"
+    assert members.display_name(b) == f"bob~{fp_tag(b)}"
     msg = members.apply(ev(a, 2, name="bob", text="which bob?"), False)
     assert msg is not None
-    assert msg.who == "bob#abcd"
+    assert msg.who == f"bob~{fp_tag(a)}"
     # The departure line still says which bob went.
     leave = members.apply(ev(b, 2, "leave", name="bob"), False)
     assert leave is not None
-    assert leave.who == "bob#ef01"
+    assert leave.who == f"bob~{fp_tag(b)}"
     # With one bob present, no suffix.
     assert members.display_name(a) == "bob"
     msg = members.apply(ev(a, 3, name="bob", text="just me"), False)
@@ -624,16 +631,16 @@ def test_name_collision_shows_the_id_prefix() -> None:
 
 def test_nick_into_and_out_of_a_collision() -> None:
     members = Membership()
-    a, b = "abcd" + "0" * 28, "ef01" + "0" * 28
+    a, b = A, B
     join(members, a, "bob")
     join(members, b, "carol")
     into = members.apply(ev(b, 2, "nick", name="bob"), False)
     assert into is not None
     assert (into.who, into.text) == ("carol", "bob")
-    assert members.display_name(a) == "bob#abcd"
+    assert members.display_name(a) == f"bob~{fp_tag(a)}"
     out = members.apply(ev(a, 2, "nick", name="dave"), False)
     assert out is not None
-    assert (out.who, out.text) == ("bob#abcd", "dave")
+    assert (out.who, out.text) == (f"bob~{fp_tag(a)}", "dave")
     assert members.display_name(b) == "bob"
 
 

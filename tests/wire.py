@@ -33,16 +33,18 @@ import trio
 
 from chat.changes import Changes
 from chat.framing import Decoder
+from chat.handshake import Handshake
+from chat.keys import SigningKey
 from chat.protocol import (
-    PROTO,
+    NONCE_BYTES,
     Error,
     Event,
-    EventKind,
     Frame,
     Hello,
     TextLine,
     encode,
     make_event,
+    make_hello,
 )
 
 HOST = "127.0.0.1"
@@ -56,26 +58,29 @@ class Closed(Exception):
 
 
 def new_id() -> str:
-    """A fresh random node id (§2)."""
-    return secrets.token_hex(16)
+    """A node id nobody holds the key of (§2): for what names an absent node."""
+    return SigningKey().node_id
 
 
 class Origin:
-    """Someone whose events a test makes up: an id, a name, a seq counter.
+    """Someone whose events a test makes up: a run key, a name, a seq counter.
 
-    For events a client relays on behalf of others (a relay, or an
-    attacker making up origins).
+    For events a client relays on behalf of others (a relay, or an attacker
+    making up origins): each is signed with this origin's own key.
     """
 
-    def __init__(self, name: str = "far", node_id: str | None = None) -> None:
+    def __init__(self, name: str = "far", key: SigningKey | None = None) -> None:
         self.name = name
-        self.id = node_id or new_id()
+        self.key = key or SigningKey()
+        self.id = self.key.node_id
         self.seq = 0
 
-    def event(self, kind: EventKind = "msg", text: str = "", node: str = "") -> Event:
-        """This origin's next event (seq counted here), with its wire bytes."""
+    def event(self, kind: str = "msg", text: str = "", node: str = "", **extra: str) -> Event:
+        """This origin's next event (seq counted here), signed, with its wire bytes."""
         self.seq += 1
-        return make_event(kind, self.id, self.seq, time.time(), self.name, text=text, node=node)
+        return make_event(
+            kind, self.key, self.seq, time.time(), self.name, text=text, node=node, extra=extra
+        )
 
 
 class WireClient:
@@ -86,7 +91,7 @@ class WireClient:
         stream: trio.abc.Stream,
         name: str = "client",
         *,
-        node_id: str | None = None,
+        key: SigningKey | None = None,
         keep_msgs: bool = True,
         keep_events: bool = True,
         stamps: bool = False,
@@ -94,7 +99,8 @@ class WireClient:
     ) -> None:
         self.stream = stream
         self.name = name
-        self.id = node_id or new_id()
+        self.key = key or SigningKey()  # its run key: its node id is the key's (§2)
+        self.id = self.key.node_id
         self.seq = 0
         self.keep_msgs = keep_msgs
         self.keep_events = keep_events
@@ -136,10 +142,10 @@ class WireClient:
 
     @classmethod
     async def accept(
-        cls, listener: trio.SocketListener, name: str = "client", node_id: str | None = None
+        cls, listener: trio.SocketListener, name: str = "client", key: SigningKey | None = None
     ) -> WireClient:
         """The next connection a node dials to ``listener``, as a client."""
-        return cls(await listener.accept(), name, node_id=node_id)
+        return cls(await listener.accept(), name, key=key)
 
     # ------------------------------------------------------------ sending
 
@@ -154,22 +160,52 @@ class WireClient:
         *,
         have: Mapping[str, int] | None = None,
         listen: int | None = None,
-        proto: int = PROTO,
-        node_id: str | None = None,
+        nonce: bytes | None = None,
     ) -> Hello:
-        return Hello(node_id or self.id, self.name, "peer", listen, dict(have or {}), proto)
+        """This client's hello as a peer, with a fresh nonce unless given."""
+        nonce = nonce or secrets.token_bytes(NONCE_BYTES)
+        return make_hello(self.key, nonce, self.name, "peer", listen, dict(have or {}))
 
     async def handshake(
         self, *, have: Mapping[str, int] | None = None, listen: int | None = None
     ) -> Hello:
-        """Say hello as a peer; the node's answering hello."""
-        await self.send_frame(self.hello(have=have, listen=listen))
-        return await self.expect(Hello)
+        """The handshake as a dialling peer (§3); the node's hello."""
+        shake = Handshake(
+            self.key,
+            outgoing=True,
+            make_hello=lambda nonce: self.hello(have=have, listen=listen, nonce=nonce),
+        )
+        for frame in shake.start():
+            await self.send_frame(frame)
+        while not shake.done:
+            frame = await self.receive_frame()
+            for answer in shake.receive(frame):
+                await self.send_frame(answer)
+        assert shake.theirs is not None
+        return shake.theirs
 
-    def event(self, kind: EventKind = "msg", text: str = "", node: str = "") -> Event:
-        """This client's next event (seq counted here), with its wire bytes."""
+    async def answer(
+        self, *, have: Mapping[str, int] | None = None, listen: int | None = None
+    ) -> Hello:
+        """The handshake as the accepting side, to a node that dialled us; its hello."""
+        shake = Handshake(
+            self.key,
+            outgoing=False,
+            make_hello=lambda nonce: self.hello(have=have, listen=listen, nonce=nonce),
+        )
+        while not shake.done:
+            frame = await self.receive_frame()
+            for reply in shake.receive(frame):
+                await self.send_frame(reply)
+        assert shake.theirs is not None
+        return shake.theirs
+
+    def event(self, kind: str = "msg", text: str = "", node: str = "", **extra: str) -> Event:
+        """This client's next event (seq counted here), signed, with its wire bytes."""
         self.seq += 1
-        return make_event(kind, self.id, self.seq, time.time(), self.name, text=text, node=node)
+        return make_event(
+            kind, self.key, self.seq, time.time(), self.name, text=text, node=node, extra=extra
+        )
 
     async def say(self, text: str) -> Event:
         event = self.event("msg", text)

@@ -1,0 +1,98 @@
+"""Keys, signatures and their encodings (protocol 2; docs/PROTOCOL.md §2).
+
+Composed from pyca ``cryptography``'s primitives, nothing home-made: Ed25519
+for every signature, SHA-256 for ids and fingerprints. No I/O.
+
+- A key travels as its 32 raw bytes in base64url without padding (43
+  characters), a signature as its 64 bytes the same way (86 characters).
+- A node id is the first 16 bytes of SHA-256 of the run key, in lowercase
+  hex (32 characters): no other key can claim it.
+- A fingerprint is ``SHA256:`` and the first 12 characters of the standard
+  base64 of SHA-256 of an identity key (as ssh shows keys).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+KEY_CHARS = 43  # a 32-byte key in base64url, no padding
+SIG_CHARS = 86  # a 64-byte signature the same way
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def b64(data: bytes) -> str:
+    """base64url without padding (RFC 4648 §5)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def unb64(text: str, size: int) -> bytes | None:
+    """The ``size`` bytes ``text`` encodes as base64url without padding, or None."""
+    if len(text) != (size * 4 + 2) // 3 or not _B64URL.fullmatch(text):
+        return None
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    # Only the canonical spelling: the unused bits of the last character are 0.
+    return data if len(data) == size and b64(data) == text else None
+
+
+def node_id(public: bytes) -> str:
+    """The node id of the run key ``public`` (32 raw bytes)."""
+    return hashlib.sha256(public).digest()[:16].hex()
+
+
+def fingerprint(public: bytes) -> str:
+    """``SHA256:`` and 12 characters: an identity key as people compare it."""
+    digest = base64.b64encode(hashlib.sha256(public).digest()).decode("ascii")
+    return "SHA256:" + digest.rstrip("=")[:12]
+
+
+def verify(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` is ``public``'s Ed25519 signature of ``message``."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+class SigningKey:
+    """An Ed25519 private key and what it signs (a run key or an identity)."""
+
+    __slots__ = ("_private", "public")
+
+    def __init__(self, private: Ed25519PrivateKey | None = None) -> None:
+        self._private = private or Ed25519PrivateKey.generate()
+        self.public = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        """The key of a 32-byte seed (how identity files and test vectors hold one)."""
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    def seed(self) -> bytes:
+        return self._private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private.sign(message)
+
+    @property
+    def node_id(self) -> str:
+        return node_id(self.public)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.public)
