@@ -18,9 +18,11 @@ from chat.addr import join_addr
 from chat.bench import main as run_bench
 from chat.frontend import drive
 from chat.hub import HubRole
+from chat.identity import IdentityError, KnownNames
+from chat.keys import SigningKey
 from chat.logs import HubFormatter, StatusFormatter, wants_colour
 from chat.node import Node
-from chat.options import config_from, parse_args, raise_fd_limit
+from chat.options import config_from, load_files, parse_args, raise_fd_limit
 from chat.peer import PeerRole
 from chat.plain import Transcript, note, stdin_lines
 from chat.protocol import MAX_NAME, ProtocolError, name_problem
@@ -114,34 +116,52 @@ def status_text(node: Node) -> str:
     return " | ".join(parts)
 
 
+def _files(args: argparse.Namespace) -> tuple[SigningKey, KnownNames | None] | None:
+    """The identity and known names, or None after saying why they cannot be used."""
+    try:
+        return load_files(args)
+    except IdentityError as exc:
+        log.error("%s", exc)
+        return None
+
+
 def run_peer(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     _setup_log(StatusFormatter())
     sock = _bind(args.host, args.port)
-    if sock is None:
+    files = _files(args) if sock is not None else None
+    if sock is None or files is None:
         return 1
+    identity, known = files
     if interactive:
-        return _run_interactive(args, sock)
+        return _run_interactive(args, sock, identity, known)
     name = args.name or login_name()
     node = Node(
-        config_from(args, name, fd_limit=raise_fd_limit()),
+        config_from(args, name, fd_limit=raise_fd_limit(), identity=identity, known=known),
         PeerRole(),
         Transcript(sys.stdout, json_mode=args.json),
     )
 
     async def front() -> None:
-        log.info("listening on %s as %s", join_addr(args.host, node.listen_port or 0), name)
+        where = join_addr(args.host, node.listen_port or 0)
+        log.info("listening on %s as %s (identity %s)", where, name, node.fingerprint)
         await drive(node, stdin_lines(sys.stdin.fileno()), note)
 
     return trio.run(_run_node, node, sock, args.dial, front)
 
 
-def _run_interactive(args: argparse.Namespace, sock: socket.socket) -> int:
+def _run_interactive(
+    args: argparse.Namespace,
+    sock: socket.socket,
+    identity: SigningKey | None = None,
+    known: KnownNames | None = None,
+) -> int:
     ui = ChatUI(args.name)
 
     async def trio_main(ui: ChatUI) -> int:
         assert ui.name is not None
-        config = config_from(args, ui.name, fd_limit=raise_fd_limit())
+        limit = raise_fd_limit()
+        config = config_from(args, ui.name, fd_limit=limit, identity=identity, known=known)
         node = Node(config, PeerRole(), ui.show)
         log.handlers[:] = [_UIHandler(ui)]
         ui.status = lambda: status_text(node)
@@ -150,7 +170,10 @@ def _run_interactive(args: argparse.Namespace, sock: socket.socket) -> int:
         async def front() -> None:
             where = join_addr(args.host, node.listen_port or 0)
             peers = sum(1 for link in node.neighbours.values() if link.is_peer)
-            ui.note(f"ready: {node.name} on {where}, {peers} peers \u2014 /help for commands")
+            ui.note(
+                f"ready: {node.name} on {where}, {peers} peers, identity {node.fingerprint}"
+                " \u2014 /help for commands"
+            )
             await drive(node, ui.lines, ui.note)
 
         return await _run_node(node, sock, args.dial, front, signals=False)
@@ -173,14 +196,17 @@ class _UIHandler(logging.Handler):
 def run_hub(args: argparse.Namespace) -> int:
     _setup_log(HubFormatter(colour=wants_colour(sys.stderr)))
     sock = _bind(args.host, args.port)
-    if sock is None:
+    files = _files(args) if sock is not None else None
+    if sock is None or files is None:
         return 1
-    config = config_from(args, args.name, fd_limit=raise_fd_limit())
+    config = config_from(args, args.name, fd_limit=raise_fd_limit(), identity=files[0])
     node = Node(config, HubRole(quiet=args.quiet, log_rate=args.log_rate))
 
     async def front() -> None:
         where = join_addr(args.host, node.listen_port or 0)
-        log.info("hub listening on %s", where, extra={"tag": "SUCCESS"})
+        log.info(
+            "hub listening on %s (identity %s)", where, node.fingerprint, extra={"tag": "SUCCESS"}
+        )
 
     bye = ProtocolError("shutting_down", "the hub is shutting down")
     return trio.run(partial(_run_node, node, sock, args.dial, front, stop_error=bye))

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 HELP = """\
 commands:
   /help              this list
-  /peers             who is present: name, address, direct or via whom
+  /peers             who is present: name, fingerprint, address, direct or via whom
+  /whois NAME        who that is: identity, node, address, route, since when
   /nick NAME         change your name
   /connect HOST:PORT dial another peer or hub
   /exit, /quit       leave the chat (also Ctrl+D, Ctrl+C)

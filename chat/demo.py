@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -99,9 +100,16 @@ def _free(port: int) -> bool:
     return True
 
 
-async def start_peer(nursery: trio.Nursery, name: str, port: int, dial: Sequence[int] = ()) -> Peer:
+async def start_peer(
+    nursery: trio.Nursery, name: str, port: int, dial: Sequence[int] = (), home: str = ""
+) -> Peer:
     command = [sys.executable, "-m", "chat", "peer", str(port), "--host", "127.0.0.1"]
     command += [f"127.0.0.1:{p}" for p in dial] + ["--name", name]
+    if home:
+        # Each demo peer is a person of its own, and leaves nothing behind
+        # in the person's own config directory (their identity, their
+        # known names).
+        command += ["--identity", os.path.join(home, f"{name}.key"), "--known-names", "none"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = await trio.lowlevel.open_process(
         command,
@@ -119,7 +127,9 @@ async def start_peer(nursery: trio.Nursery, name: str, port: int, dial: Sequence
     return peer
 
 
-async def scenario(peers: dict[str, Peer], ports: list[int], nursery: trio.Nursery) -> None:
+async def scenario(
+    peers: dict[str, Peer], ports: list[int], nursery: trio.Nursery, home: str = ""
+) -> None:
     """The story the demo tells; raises if any peer misses its part."""
     step = _stepper()
     a, b, c = (peers[n] for n in "ABC")
@@ -141,7 +151,7 @@ async def scenario(peers: dict[str, Peer], ports: list[int], nursery: trio.Nurse
     await a.wait_for(r"<C> still here, A")
     await c.wait_for(r"<A> B has gone")
     step(f"A and C kept talking; D joins late on port {ports[3]}, dialling C")
-    d = peers["D"] = await start_peer(nursery, "D", ports[3], dial=[ports[2]])
+    d = peers["D"] = await start_peer(nursery, "D", ports[3], dial=[ports[2]], home=home)
     await d.wait_for(r"\[history\] <C> still here, A")
     await d.say("hi all, I read the history")
     await a.wait_for(r"<D> hi all")
@@ -176,12 +186,13 @@ async def main() -> int:
     ports = free_ports(4)
     peers: dict[str, Peer] = {}
     ok = False
+    home = tempfile.TemporaryDirectory(prefix="trio-chat-demo-")
     try:
         async with trio.open_nursery() as nursery:
-            peers["A"] = await start_peer(nursery, "A", ports[0])
-            peers["B"] = await start_peer(nursery, "B", ports[1], dial=[ports[0]])
-            peers["C"] = await start_peer(nursery, "C", ports[2], dial=[ports[1]])
-            await scenario(peers, ports, nursery)
+            peers["A"] = await start_peer(nursery, "A", ports[0], home=home.name)
+            peers["B"] = await start_peer(nursery, "B", ports[1], dial=[ports[0]], home=home.name)
+            peers["C"] = await start_peer(nursery, "C", ports[2], dial=[ports[1]], home=home.name)
+            await scenario(peers, ports, nursery, home.name)
             ok = True
     except* (trio.TooSlowError, RuntimeError, AssertionError) as group:
         for exc in group.exceptions:
@@ -192,6 +203,7 @@ async def main() -> int:
                 peer.process.send_signal(signal.SIGKILL)
                 with trio.CancelScope(shield=True):
                     await peer.process.wait()
+        home.cleanup()
     show(peers, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     if ok:
         print("\ndemo: done; every peer saw what it should. Try it yourself: README.md")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 
@@ -9,8 +10,10 @@ import trio
 
 from chat.addr import split_addr
 from chat.commands import HELP, Command, Say, parse
+from chat.members import Member
 from chat.node import Node
 from chat.peer import PeerRole
+from chat.render import clock
 
 
 @dataclass
@@ -41,6 +44,10 @@ def _command(node: Node, command: Command) -> Outcome:
         return Outcome(HELP.splitlines())
     if name == "peers":
         return Outcome(peers_lines(node))
+    if name == "whois":
+        if not arg:
+            return Outcome(["usage: /whois NAME"])
+        return Outcome(whois_lines(node, arg))
     if name == "nick":
         if not arg:
             return Outcome(["usage: /nick NAME"])
@@ -57,22 +64,63 @@ def _command(node: Node, command: Command) -> Outcome:
 
 
 def peers_lines(node: Node) -> list[str]:
-    """Who is present, one line each: name, address, direct or via whom."""
-    via = node.role.via if isinstance(node.role, PeerRole) else {}
+    """Who is present, one line each: name, fingerprint, address, direct or via whom."""
     lines = []
     for member in node.members.present():
         if member.node == node.id:
             continue
         name = node.members.display_name(member.node)
-        link = node.neighbours.get(member.node)
-        if link is not None:
-            role = link.hello.role if link.hello else "client"
-            lines.append(f"  {name}  {link.addr or link.where}  direct ({role})")
-        else:
-            hop = via.get(member.node)
-            lines.append(f"  {name}  " + (f"via {hop}" if hop else "plain-text client here"))
-    header = f"{len(lines)} present besides you ({node.name})"
+        where, how, _ = _route(node, member)
+        lines.append(f"  {name}  {member.fingerprint}  " + (f"{where}  {how}" if where else how))
+    header = f"{len(lines)} present besides you ({node.name}, {node.fingerprint})"
     return [header, *lines]
+
+
+def whois_lines(node: Node, name: str) -> list[str]:
+    """Who ``name`` is (``bob`` or ``bob~Ab3x``): what /whois shows (§2)."""
+    found = node.members.find(name)
+    if not found:
+        return [f"nobody called {name} is here; /peers lists who is"]
+    lines = []
+    for member in found:
+        shown = node.members.display_name(member.node)
+        if member.node == node.id:
+            shown += " (you)"
+        if member.person:
+            key = f"identity {member.fingerprint}"
+        elif member.host:
+            host = node.members.get(member.host)
+            by = host.name if host else member.host[:8]
+            if member.host == node.id:
+                by = "this node"
+            key = (
+                f"no key of its own: a plain-text client vouched for by {by}"
+                f" (run key {member.fingerprint})"
+            )
+        else:
+            key = f"no identity: known by its run key {member.fingerprint}"
+        where, how, since = _route(node, member)
+        lines.append(f"{shown}: {key}")
+        lines.append(f"  node {member.node}" + (f", address {where}" if where else ""))
+        lines.append(f"  {how}, since {clock(since)}")
+    return lines
+
+
+def _route(node: Node, member: Member) -> tuple[str, str, float]:
+    """How ``member`` is reached: its address, direct or via whom, and since when."""
+    if member.node == node.id:
+        return f"port {node.listen_port}" if node.listen_port else "", "this node", node.me.joined
+    link = node.neighbours.get(member.node)
+    if link is not None:
+        role = link.hello.role if link.hello else "client"
+        since = time.time() - (trio.current_time() - link.up_at)
+        return link.addr or link.where, f"direct ({role})", since
+    for session in node.router.audience.sessions:
+        if session.author.id == member.node:
+            return session.where, "plain-text client here", member.since
+    via = node.role.via if isinstance(node.role, PeerRole) else {}
+    hop = via.get(member.node)
+    return "", (f"via {hop}" if hop else "via others"), member.since
 
 
 async def drive(node: Node, lines: AsyncIterable[str], note: Callable[[str], None]) -> None:

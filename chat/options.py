@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import resource
 from collections.abc import Sequence
+from pathlib import Path
 
 from chat import __version__
 from chat.addr import split_addr
 from chat.bench import add_arguments as add_bench_arguments
 from chat.config import Config, Timing
+from chat.identity import KnownNames, config_dir, load_identity
+from chat.keys import SigningKey
 from chat.protocol import name_problem
 from chat.state import HISTORY_BYTES
 
@@ -45,11 +48,19 @@ def _number(text: str) -> float:
     return value
 
 
-def config_from(args: argparse.Namespace, name: str, *, fd_limit: int = 0) -> Config:
+def config_from(
+    args: argparse.Namespace,
+    name: str,
+    *,
+    fd_limit: int = 0,
+    identity: SigningKey | None = None,
+    known: KnownNames | None = None,
+) -> Config:
     """The node's configuration from the options both roles share.
 
     Without ``--max-connections``, the limit follows the descriptors the
     process may open (``fd_limit``), less some for the node's own files.
+    ``identity`` and ``known`` are read by :func:`load_files`.
     """
     keepalive = args.keepalive or 15.0
     timing = Timing(ping_after=keepalive, dead_after=3 * keepalive)
@@ -58,6 +69,8 @@ def config_from(args: argparse.Namespace, name: str, *, fd_limit: int = 0) -> Co
         max_connections = max(16, fd_limit - RESERVED_FDS) if fd_limit else 1024
     return Config(
         name,
+        identity=identity,
+        known=known,
         history=args.history,
         history_bytes=args.history_bytes,
         degree=getattr(args, "degree", 0),
@@ -71,6 +84,18 @@ def config_from(args: argparse.Namespace, name: str, *, fd_limit: int = 0) -> Co
         join_rate=args.join_rate,
         origin_rate=args.origin_rate,
     )
+
+
+def load_files(args: argparse.Namespace) -> tuple[SigningKey, KnownNames | None]:
+    """The identity (created on first run) and the names seen before, as the
+    options say. Raises :class:`~chat.identity.IdentityError` with what to do."""
+    identity = load_identity(args.identity)
+    where = getattr(args, "known_names", None)
+    if where is None and not hasattr(args, "known_names"):
+        return identity, None  # a hub shows no names to anyone
+    if where == "none":
+        return identity, KnownNames(None)
+    return identity, KnownNames(Path(where) if where else config_dir() / "known_names")
 
 
 def raise_fd_limit() -> int:
@@ -125,6 +150,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         )
         role.add_argument(
             "--host", default="0.0.0.0", help="address to listen on (default: all IPv4)"
+        )
+    for role in (peer, hub):
+        role.add_argument(
+            "--identity",
+            type=Path,
+            metavar="PATH",
+            help="your identity key file, created on first run, readable by you alone"
+            " (default: $XDG_CONFIG_HOME/trio-chat/identity, else"
+            " ~/.config/trio-chat/identity)",
         )
     for role in (peer, hub):
         limits = role.add_argument_group("limits (both roles)")
@@ -190,6 +224,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         )
     peer.add_argument("--name", type=_name, help="your name (default: asked, or your login name)")
     peer.add_argument("--json", action="store_true", help="transcript as JSON lines")
+    peer.add_argument(
+        "--known-names",
+        metavar="PATH|none",
+        help="where names seen before and their fingerprints are kept, to warn of a"
+        " new identity under a known name (default: known_names beside the identity's"
+        " default place; none: remember nothing)",
+    )
     peer.add_argument(
         "--history", type=_count, default=1000, help="events kept for catch-up (default 1000)"
     )

@@ -36,7 +36,10 @@ PYTHON_M: tuple[str, ...] = (sys.executable, "-m", "chat")
 SCRIPT: tuple[str, ...] = (str(Path(sys.executable).with_name("trio-chat")),)
 """The ``trio-chat`` console script installed next to that interpreter."""
 
-LISTENING = re.compile(r"^trio-chat: listening on (?P<host>.+):(?P<port>\d+) as (?P<name>.+)$")
+LISTENING = re.compile(
+    r"^trio-chat: listening on (?P<host>.+):(?P<port>\d+) as (?P<name>.+)"
+    r" \(identity (?P<fingerprint>SHA256:[A-Za-z0-9+/]{12})\)$"
+)
 """The status line a peer writes to stderr once it accepts connections."""
 
 REAP_TIMEOUT = 10.0  # seconds to wait for a SIGKILLed child to be reaped
@@ -130,6 +133,7 @@ class ChatProcess:
         self.host = ""
         self.port = 0
         self.name = ""
+        self.fingerprint = ""  # its identity's (§2), from the listening line
 
     @property
     def returncode(self) -> int | None:
@@ -159,6 +163,7 @@ class ChatProcess:
         found = LISTENING.match(await self.wait_stderr(LISTENING))
         assert found is not None
         self.host, self.port, self.name = found["host"], int(found["port"]), found["name"]
+        self.fingerprint = found["fingerprint"]
         return self.port
 
     async def send_line(self, text: str) -> None:

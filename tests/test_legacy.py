@@ -26,7 +26,7 @@ from chat.changes import Changes
 HOST = "127.0.0.1"
 SEED_WAIT = 10.5  # the seed client's wait before the person may type
 BETWEEN = 2.0  # seconds between the person's messages
-HUB_LISTENING = re.compile(r"hub listening on 127\.0\.0\.1:(\d+)$")
+HUB_LISTENING = re.compile(r"hub listening on 127\.0\.0\.1:(\d+) \(identity SHA256:\S{12}\)$")
 ADDRESS = r"127\.0\.0\.1:\d+"  # how the seed client is named: by its address (§9)
 
 

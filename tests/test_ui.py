@@ -46,11 +46,12 @@ from chat import cli
 from chat.commands import HELP
 from chat.config import Config
 from chat.frontend import drive
+from chat.keys import SigningKey
 from chat.members import Entry
 from chat.node import Node
 from chat.options import parse_args
 from chat.peer import PeerRole
-from chat.protocol import MAX_TEXT, Error, Hello, encode
+from chat.protocol import MAX_TEXT, Error, encode, make_hello
 from chat.render import clock
 from chat.ui import NAME_COLOURS, STYLE, ChatUI, formatted, name_style
 
@@ -215,6 +216,8 @@ def test_commands_through_drive_with_a_real_node(keys: PipeInput) -> None:
     term = FakeTerminal(keys, rows=40, columns=100)
     shown: list[Entry] = []
     notes: list[str] = []
+    identity = SigningKey()
+    fingerprint = identity.fingerprint
 
     async def script(ui: ChatUI) -> int:
         def sink(entry: Entry) -> None:
@@ -225,7 +228,7 @@ def test_commands_through_drive_with_a_real_node(keys: PipeInput) -> None:
             notes.append(text)
             ui.note(text)
 
-        node = Node(Config("alice"), PeerRole(), sink)
+        node = Node(Config("alice", identity=identity), PeerRole(), sink)
         ui.status = lambda: cli.status_text(node)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(node.run, [])
@@ -239,7 +242,7 @@ def test_commands_through_drive_with_a_real_node(keys: PipeInput) -> None:
     assert run_ui(ChatUI("alice"), keys, term, script) == 0
     assert notes == [
         *HELP.splitlines(),
-        "0 present besides you (alice)",
+        f"0 present besides you (alice, {fingerprint})",
         "usage: /nick NAME",
         "unknown command /frobnicate; /help lists the commands",
     ]
@@ -251,7 +254,7 @@ def test_commands_through_drive_with_a_real_node(keys: PipeInput) -> None:
         ("leave", "bob", ""),
     ]
     screen = term.lines()
-    for text in [*HELP.splitlines(), "0 present besides you (alice)", "usage: /nick NAME"]:
+    for text in [*HELP.splitlines(), notes[len(HELP.splitlines())], "usage: /nick NAME"]:
         assert text in screen, term.dump()
     assert any(row.endswith("*** alice is now known as bob") for row in screen), term.dump()
     assert any(row.endswith("<bob> /slash") for row in screen), term.dump()
@@ -531,7 +534,7 @@ def test_an_error_frame_cannot_draw_a_forged_chat_line(keys: PipeInput) -> None:
     def attack() -> None:
         remote = socket.create_connection(("127.0.0.1", port))
         attackers.append(remote)
-        hello = Hello(secrets.token_hex(16), "evil", "peer", None, {})
+        hello = make_hello(SigningKey(), secrets.token_bytes(32), "evil", "peer", None, {})
         error = Error("bad_frame", f"oops\r\n{forged}\x08\x08\x1b[1A")
         remote.sendall(encode(hello) + encode(error))
 
