@@ -36,8 +36,9 @@ demo-live: $(STAMP)
 	if [ -t 0 ]; then tmux attach -t trio-chat-demo; fi
 
 # Benchmarks (not part of make test): hub vs. the asyncio reference relay,
-# W1-W5; prints a table and writes docs/benchmarks.md.
+# W1-W6; prints a table and writes docs/benchmarks.md. W6 profiles with py-spy.
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
 
 # The live-node fuzzer with many more examples than make test runs (2000).

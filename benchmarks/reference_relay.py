@@ -1,10 +1,12 @@
 """The reference relay for ``make bench``: a chat relay written the
 straightforward way with asyncio streams, as most Python chat servers are.
 
-It speaks just enough of protocol v1 for ``trio-chat bench``: it answers a
-client's hello with its own, then writes every line a client sends to every
-other client, awaiting ``drain()`` after each write. Not shipped; it exists
-to be measured against.
+It speaks just enough of protocol 2 for ``trio-chat bench``: it completes a
+client's handshake (with the project's sans-IO ``chat.handshake``, which
+any event loop can drive), then writes every line a client sends to every
+other client, awaiting ``drain()`` after each write. Like the hub's
+first-hop rule, it checks no signature of a client's own events. Not
+shipped; it exists to be measured against.
 
     python benchmarks/reference_relay.py [PORT]   # prints "listening on PORT"
 """
@@ -13,41 +15,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import secrets
 import sys
 
-HELLO = (
-    json.dumps(
-        {
-            "type": "hello",
-            "proto": 1,
-            "node": secrets.token_hex(16),
-            "name": "reference",
-            "role": "hub",
-            "listen": None,
-            "have": {},
-        },
-        separators=(",", ":"),
-    ).encode()
-    + b"\n"
-)
+from chat.handshake import Handshake
+from chat.keys import SigningKey
+from chat.parse import parse_frame
+from chat.protocol import ProtocolError, encode, make_hello
+
+KEY = SigningKey()
 
 clients: set[asyncio.StreamWriter] = set()
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    shake = Handshake(
+        KEY,
+        outgoing=False,
+        make_hello=lambda nonce: make_hello(KEY, nonce, "reference", "hub", None, {}),
+    )
     try:
-        await reader.readline()  # the client's hello
-        writer.write(HELLO)
-        await writer.drain()
+        while not shake.done:  # the client's hello, then its proof (§3)
+            for frame in shake.receive(parse_frame(await reader.readuntil(b"\n"))):
+                writer.write(encode(frame))
+            await writer.drain()
         clients.add(writer)
         while line := await reader.readline():
             for other in list(clients):
                 if other is not writer:
                     other.write(line)
                     await other.drain()
-    except (ConnectionError, asyncio.IncompleteReadError):
+    except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ProtocolError):
         pass
     finally:
         clients.discard(writer)

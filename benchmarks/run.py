@@ -11,6 +11,13 @@ W2 latency      200 clients, each 1 message/s for 10 s
 W3 idle         2000 idle clients: RSS per connection; then 10000 clients
 W4 slow reader  50 clients, one never reads: the others vs. the same without it
 W5 mesh         20 peer processes, full mesh: time for a message to reach all
+W6 relayed      one peer checks 100000 relayed signed events: events per CPU-second,
+                the cost of a check, where the time goes (py-spy); see relayed.py
+
+Every client speaks protocol 2: it completes the handshake, and its
+messages are signed before the timed part (``trio-chat bench`` signs them
+all first, then stamps each message's send time as it goes out, so the
+latency is from the moment it is sent).
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ from typing import Any
 import trio
 
 from chat.bench import Bench, Options, raise_fd_limit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from relayed import w6
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -313,7 +323,7 @@ def machine() -> str:
 
 
 def report(results: dict[str, Any], quick: bool) -> str:
-    r1, r2, r3, r4, r5 = (results[k] for k in ("W1", "W2", "W3", "W4", "W5"))
+    r1, r2, r3, r4, r5, r6 = (results[k] for k in ("W1", "W2", "W3", "W4", "W5", "W6"))
     hub1, ref1 = r1["hub"], r1["reference"]
     hub3, ref3 = r3["hub"]["kib_per_connection"], r3["reference"]["kib_per_connection"]
     hub4 = r4["hub"]
@@ -347,6 +357,17 @@ def report(results: dict[str, Any], quick: bool) -> str:
         " | | >= 90%, cut off, bounded |",
         f"| W5 mesh of 20 peers: to all, p50 / p99 | {r5['p50_ms']:.1f} / {r5['p99_ms']:.1f} ms |"
         " | | p99 <= 50 ms |",
+        f"| W6 one peer relaying signed events: per CPU-second, own / relayed (checked)"
+        f" | {r6['own']['events_per_cpu_s']:,.0f} / {r6['relayed']['events_per_cpu_s']:,.0f}"
+        f" ({r6['check_us_per_event']:.0f} µs a check) | | | report |",
+        "",
+        "Where a relaying peer's time goes (W6, py-spy, share of samples, inclusive):",
+        "",
+        *(
+            [f"- `{name}`: {share}%" for name, share in r6["profile"]]
+            if isinstance(r6["profile"], list)
+            else [f"- {r6['profile']}"]
+        ),
         "",
         "Raw figures:",
         "",
@@ -361,13 +382,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads, for a check")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--only", nargs="*", default=["W1", "W2", "W3", "W4", "W5"])
+    parser.add_argument("--only", nargs="*", default=["W1", "W2", "W3", "W4", "W5", "W6"])
     args = parser.parse_args()
     raise_fd_limit(FD_LIMIT)  # children inherit it: 10000 clients need as many fds
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     logs = ROOT / "benchmarks" / "logs"
     logs.mkdir(exist_ok=True)
-    workloads = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5}
+    # Every node started here keeps its identity and known names in the logs
+    # directory, never in the person's own config directory.
+    os.environ["XDG_CONFIG_HOME"] = str(logs / "config")
+    workloads = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
     results: dict[str, Any] = {"machine": machine(), "fd_limit": soft}
     for name in args.only:
         print(f"bench: running {name} ...", file=sys.stderr, flush=True)
