@@ -15,18 +15,25 @@ runs, for the given time:
   lines but never reads, in turn) with a tiny receive buffer, each held open
   until ``p0`` reports it cut off (its writer stalls: "stopped reading");
 - an RSS sampler reading ``VmRSS`` from ``/proc/PID/status`` of every node
-  every few seconds.
+  every few seconds;
+- the :mod:`adversary` from 127.0.0.2, running its attacks at random on
+  random live peers (``--attacks`` to choose some); its lines are left out
+  of the delivery check, which still holds for every honest peer.
 
-It exits 1 if the delivery check fails, if no slow consumer was cut off, or
-if the RSS of any process that was up before the first minute and is up at
-the end grew by more than 20 % from its sample at one minute to its last.
+It exits 1 if the delivery check fails, if no slow consumer was cut off, if
+the RSS of any process that was up before the first minute and is up at the
+end grew by more than 20 % from its sample at one minute to its last, if the
+adversary found a node that neither answered nor closed in time (a hang), or
+if a node process ended other than by the driver's SIGKILL.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import random
 import re
-import secrets
+import signal
 import socket
 import statistics
 import sys
@@ -35,10 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+from adversary import ATTACKS, Adversary, AdversaryStats
 from chaos import HOST, ChaosConfig, Incarnation, Mesh, Report, budget, open_mesh
 from procs import OutputEnded
 
-from chat.protocol import Hello, Ping, encode
+from chat.framing import Decoder
+from chat.handshake import Handshake
+from chat.keys import SigningKey
+from chat.protocol import Ping, TextLine, encode, make_hello
 
 WARMUP = 60.0  # seconds: the sample compared with the last
 GROWTH_LIMIT = 0.20
@@ -162,15 +173,17 @@ async def slow_consumer(target: Incarnation, name: str, *, plain: bool, stats: S
     sock = trio.socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
     await sock.connect((HOST, target.slot.port))
+    stream = trio.SocketStream(sock)
     if plain:
         first, beat = f"/nick {name}\n".encode(), b"\n"  # empty lines are ignored (§9)
     else:
-        first = encode(Hello(secrets.token_hex(16), name, "peer", None, {}))
-        beat = encode(Ping(0))
+        first, beat = b"", encode(Ping(0))
+        with trio.move_on_after(CUTOFF_WAIT):
+            await _handshake(stream, name)  # the node's hello and proof are read, nothing after
     stats.connected += 1
     began = trio.current_time()
     ended = re.compile(rf"connection to {re.escape(name)} (lost|closed) \((?P<why>.*)\)$")
-    async with trio.SocketStream(sock) as stream, trio.open_nursery() as nursery:
+    async with stream, trio.open_nursery() as nursery:
         nursery.start_soon(_keep_writing, stream, first, beat)
         with trio.move_on_after(CUTOFF_WAIT) as waiting:
             try:
@@ -186,6 +199,24 @@ async def slow_consumer(target: Incarnation, name: str, *, plain: bool, stats: S
     stats.reasons[f"{found[1]} ({why})"] += 1
 
 
+async def _handshake(stream: trio.SocketStream, name: str) -> None:
+    """The protocol-2 handshake as a dialling peer (§3)."""
+    key = SigningKey()
+    shake = Handshake(
+        key, outgoing=True, make_hello=lambda nonce: make_hello(key, nonce, name, "peer", None, {})
+    )
+    decoder = Decoder()
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        for frame in shake.start():
+            await stream.send_all(encode(frame))
+        while not shake.done and (data := await stream.receive_some(65536)):
+            for received in decoder.feed(data):
+                if isinstance(received, TextLine) or shake.done:
+                    return
+                for answer in shake.receive(received):
+                    await stream.send_all(encode(answer))
+
+
 async def _keep_writing(stream: trio.SocketStream, first: bytes, beat: bytes) -> None:
     try:
         await stream.send_all(first)
@@ -196,31 +227,50 @@ async def _keep_writing(stream: trio.SocketStream, first: bytes, beat: bytes) ->
         pass  # cut off
 
 
+def unexpected_exits(mesh: Mesh) -> list[str]:
+    """Node processes that have ended, other than by the driver's SIGKILL."""
+    out = []
+    for inc in mesh.incarnations:
+        code = inc.proc.returncode
+        if code is not None and not (inc.killed and code == -signal.SIGKILL):
+            how = "before the driver killed it" if inc.killed else "unexpectedly"
+            out.append(f"{inc.label} exited {how} (code {code})")
+    return out
+
+
 @dataclass
 class SoakResult:
     report: Report
     rss_table: list[str]
     problems: list[str]
     slow: SlowStats
+    adversary: AdversaryStats
 
 
-async def soak(config: ChaosConfig, every: float) -> SoakResult:
-    """Chaos, slow consumers and the sampler together; then the verdicts."""
+async def soak(config: ChaosConfig, every: float, attacks: list[str] | None = None) -> SoakResult:
+    """Chaos, slow consumers, the adversary and the sampler together; then the verdicts."""
     log = RssLog()
     slow = SlowStats()
     with trio.fail_after(budget(config) + CUTOFF_WAIT):
         async with open_mesh(config) as mesh:
             t0 = mesh.t0
+            rng = random.Random(mesh.seed + 1)
+            adversary = Adversary(mesh.outsiders, rng, attacks, log=mesh.note, t0=t0)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(sample_rss, mesh, log, t0, every)
                 nursery.start_soon(slow_consumers, mesh.slots[0].current, slow)
+                nursery.start_soon(adversary.run, lambda: mesh.current)
                 report = await mesh.run()
                 nursery.cancel_scope.cancel()
             log.take(mesh, t0)  # after settling: the last sample
+            exits = unexpected_exits(mesh)  # before open_mesh kills them all
+            adversary.sweep(mesh.incarnations)
     table, problems = log.verdict()
     if not slow.cut_off:
         problems.append("no slow consumer was ever cut off")
-    return SoakResult(report, table, report.problems + problems, slow)
+    problems += [f"adversary: a node did not answer: {hang}" for hang in adversary.stats.hangs]
+    problems += exits
+    return SoakResult(report, table, report.problems + problems, slow, adversary.stats)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -235,9 +285,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="for the driver's choices")
     parser.add_argument("--keep", type=Path, help="write every transcript into this directory")
     parser.add_argument("--verbose", action="store_true", help="print the driver log live")
+    parser.add_argument(
+        "--attacks",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=None,
+        help=f"the adversary's attacks, comma-separated (default all: {','.join(ATTACKS)})",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.protected < args.peers:
         parser.error("--protected must be between 1 and --peers - 1")
+    unknown = set(args.attacks or ()) - set(ATTACKS)
+    if unknown or args.attacks == []:
+        parser.error(f"--attacks: unknown {', '.join(sorted(unknown)) or 'empty list'}")
     return args
 
 
@@ -254,10 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         keep=args.keep,
         verbose=args.verbose,
     )
-    result = trio.run(soak, config, args.sample)
+    result = trio.run(soak, config, args.sample, args.attacks)
     print("RSS per long-lived node (start, at 1 min, end):")
     print("\n".join(f"  {row}" for row in result.rss_table))
     print(result.slow.line())
+    print("\n".join(result.adversary.lines()))
     print(result.report.summary())
     if result.problems:
         print("\n".join(result.problems[:60]))
