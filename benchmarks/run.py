@@ -11,6 +11,7 @@ W2 latency      200 clients, each 1 message/s for 10 s
 W3 idle         2000 idle clients: RSS per connection; then 10000 clients
 W4 slow reader  50 clients, one never reads: the others vs. the same without it
 W5 mesh         20 peer processes, full mesh: time for a message to reach all
+closed          W1 and W2 on a closed group (TLS 1.3 and a secret): the cost of TLS
 W6 relayed      one peer checks 100000 relayed signed events: events per CPU-second,
                 the cost of a check, where the time goes (py-spy); see relayed.py
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -39,10 +39,12 @@ from typing import Any
 
 import trio
 
-from chat.bench import Bench, Options, raise_fd_limit
+from chat.bench import Bench, Options
+from chat.benchcli import raise_fd_limit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relayed import w6
+from report import machine, report
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -67,10 +69,15 @@ def rss_kib(pid: int) -> int:
 
 
 @contextmanager
-def server(kind: str, log: Path) -> Iterator[Server]:
-    """A fresh hub or reference relay on a free port, stopped afterwards."""
+def server(kind: str, log: Path, secret: Path | None = None) -> Iterator[Server]:
+    """A fresh hub or reference relay on a free port, stopped afterwards.
+
+    ``secret``: the hub's group secret file (a closed group: TLS, §8).
+    """
     if kind == "hub":
         command = [PY, "-m", "chat", "hub", "0", "--host", "127.0.0.1", "--quiet", "--rate", "0"]
+        if secret is not None:
+            command += ["--secret-file", str(secret)]
         command += ["--link-rate", "0", "--max-connections", "15000", "--origin-rate", "0"]
         # Every bench client comes from 127.0.0.1: no per-address limits.
         command += ["--max-per-address", "0", "--max-text-per-address", "0", "--join-rate", "0"]
@@ -105,7 +112,7 @@ def server(kind: str, log: Path) -> Iterator[Server]:
 def bench(port: int, **kw: Any) -> dict[str, Any]:
     args = [PY, "-m", "chat", "bench", f"127.0.0.1:{port}", "--json"]
     for key, value in kw.items():
-        args += [f"--{key}", str(value)]
+        args += [f"--{key.replace('_', '-')}", str(value)]
     done = subprocess.run(args, capture_output=True, check=False, timeout=600)
     lines = done.stdout.decode().strip().splitlines()
     if not lines:
@@ -123,6 +130,27 @@ def w1(quick: bool, logs: Path) -> dict[str, Any]:
     for kind in ("hub", "reference"):
         with server(kind, logs / f"w1-{kind}.log") as srv:
             out[kind] = bench(srv.port, clients=100, senders=10, messages=messages)
+    return out
+
+
+def closed(quick: bool, logs: Path) -> dict[str, Any]:
+    """W1 and W2 again on a closed group: the hub with a secret, every
+    client over TLS with it. Beside the open figures of the same run, they
+    give the cost of TLS."""
+    secret = logs / "bench.secret"
+    secret.unlink(missing_ok=True)
+    subprocess.run(
+        [PY, "-m", "chat", "secret", "new", str(secret)], check=True, capture_output=True
+    )
+    out: dict[str, Any] = {}
+    with server("hub", logs / "w1-closed.log", secret) as srv:
+        messages = 1000 if quick else 4000
+        out["W1"] = bench(srv.port, clients=100, senders=10, messages=messages, secret_file=secret)
+    with server("hub", logs / "w2-closed.log", secret) as srv:
+        seconds = 3 if quick else 10
+        out["W2"] = bench(
+            srv.port, clients=200, senders=200, messages=seconds, rate=200, secret_file=secret
+        )
     return out
 
 
@@ -306,83 +334,11 @@ def w5(quick: bool, logs: Path) -> dict[str, Any]:
     return trio.run(_mesh, 20, 50 if quick else 200)
 
 
-# ------------------------------------------------------------------ report
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = Path("/proc/meminfo").read_text().split()[1]
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
-
-
-def report(results: dict[str, Any], quick: bool) -> str:
-    r1, r2, r3, r4, r5, r6 = (results[k] for k in ("W1", "W2", "W3", "W4", "W5", "W6"))
-    hub1, ref1 = r1["hub"], r1["reference"]
-    hub3, ref3 = r3["hub"]["kib_per_connection"], r3["reference"]["kib_per_connection"]
-    hub4 = r4["hub"]
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}."
-        + (" (quick run)" if quick else ""),
-        "The hub and the asyncio reference relay (benchmarks/reference_relay.py) ran in the"
-        " same run on the same machine; ratios are hub / reference.",
-        "",
-        "| workload | trio-chat hub | asyncio reference | ratio | target |",
-        "| --- | --- | --- | --- | --- |",
-        f"| W1 throughput (100 clients, 10 senders) | {hub1['deliveries_per_s']:,.0f}/s,"
-        f" lost {hub1['lost']}, dup {hub1['duplicates']} | {ref1['deliveries_per_s']:,.0f}/s |"
-        f" {hub1['deliveries_per_s'] / ref1['deliveries_per_s']:.1f}x | >= 10x, no loss |",
-        f"| W2 latency p50 / p99 (200 clients x 1 msg/s) | {r2['hub']['latency_ms']['p50']:.2f}"
-        f" / {r2['hub']['latency_ms']['p99']:.2f} ms | {r2['reference']['latency_ms']['p50']:.2f}"
-        f" / {r2['reference']['latency_ms']['p99']:.2f} ms |"
-        f" {r2['hub']['latency_ms']['p99'] / r2['reference']['latency_ms']['p99']:.2f}x |"
-        " p99 <= 3 ms |",
-        f"| W3 RSS per idle connection (2000 clients) | {hub3:.1f} KiB | {ref3:.1f} KiB |"
-        f" {hub3 / max(ref3, 0.01):.2f}x | <= 8 KiB |",
-        f"| W3 concurrent clients accepted | {r3['hub']['concurrent_clients']}"
-        f" of {r3['hub']['concurrent_wanted']} | | | 10000 |",
-        f"| W4 throughput kept with one silent reader | {hub4['throughput_kept']:.0%}"
-        f" (cut off: {hub4['silent_client_cut']}; RSS {hub4['rss_start_kib'] // 1024}"
-        f" -> peak {hub4['rss_peak_kib'] // 1024} MiB; p99"
-        f" {hub4['base']['latency_ms']['p99']:.0f} -> {hub4['silent']['latency_ms']['p99']:.0f} ms)"
-        f" | {r4['reference']['throughput_kept']:.0%}, lost {r4['reference']['silent']['lost']}"
-        " | | >= 90%, cut off, bounded |",
-        f"| W5 mesh of 20 peers: to all, p50 / p99 | {r5['p50_ms']:.1f} / {r5['p99_ms']:.1f} ms |"
-        " | | p99 <= 50 ms |",
-        f"| W6 one peer relaying signed events: per CPU-second, own / relayed (checked)"
-        f" | {r6['own']['events_per_cpu_s']:,.0f} / {r6['relayed']['events_per_cpu_s']:,.0f}"
-        f" ({r6['check_us_per_event']:.0f} µs a check) | | | report |",
-        "",
-        "Where a relaying peer's time goes (W6, py-spy, share of samples, inclusive):",
-        "",
-        *(
-            [f"- `{name}`: {share}%" for name, share in r6["profile"]]
-            if isinstance(r6["profile"], list)
-            else [f"- {r6['profile']}"]
-        ),
-        "",
-        "Raw figures:",
-        "",
-        "```json",
-        json.dumps(results, indent=1),
-        "```",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads, for a check")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--only", nargs="*", default=["W1", "W2", "W3", "W4", "W5", "W6"])
+    parser.add_argument("--only", nargs="*", default=["W1", "W2", "closed", "W3", "W4", "W5", "W6"])
     args = parser.parse_args()
     raise_fd_limit(FD_LIMIT)  # children inherit it: 10000 clients need as many fds
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -391,7 +347,7 @@ def main() -> int:
     # Every node started here keeps its identity and known names in the logs
     # directory, never in the person's own config directory.
     os.environ["XDG_CONFIG_HOME"] = str(logs / "config")
-    workloads = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
+    workloads = {"W1": w1, "W2": w2, "closed": closed, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
     results: dict[str, Any] = {"machine": machine(), "fd_limit": soft}
     for name in args.only:
         print(f"bench: running {name} ...", file=sys.stderr, flush=True)

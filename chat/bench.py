@@ -10,8 +10,6 @@ text. Its own CPU use is reported, and flagged when near 100%.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import resource
@@ -20,12 +18,13 @@ import selectors
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 
 import trio
 
-from chat.addr import split_addr
+from chat.benchtls import Sealed, client_context
+from chat.group import Binding, proof_key
 from chat.handshake import Handshake
 from chat.keys import SigningKey
 from chat.parse import parse_frame
@@ -47,6 +46,7 @@ class Options:
     window: int = WINDOW
     silent: int = 0  # clients that never read (a slow-consumer workload)
     connect_concurrency: int = 200
+    secret: bytes | None = None  # a closed group's: TLS, and its proofs (§8)
 
 
 @dataclass
@@ -95,6 +95,19 @@ class _Client:
     sent: int = 0
     pending: bytes = b""  # read past the node's handshake
     frames: list[bytes] = field(default_factory=list)  # its messages, signed before the run
+    tls: Sealed | None = None  # a closed group's TLS (chat.benchtls)
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(self.tls.seal(data) if self.tls else data)
+
+    async def receive(self) -> bytes:
+        """Plain bytes from the node; b"" at its end."""
+        while True:
+            data = bytes(await self.stream.receive_some(READ_SIZE))
+            if not data or self.tls is None:
+                return data
+            if opened := self.tls.open(data):
+                return opened
 
 
 class Bench:
@@ -111,6 +124,7 @@ class Bench:
         self.sent_at: list[float] = []
         self.first_send = 0.0
         self.last_receive = 0.0
+        self._tls_context = client_context()  # one for every client (closed groups)
 
     # -------------------------------------------------------------- connect
 
@@ -120,16 +134,21 @@ class Bench:
             stream = await trio.open_tcp_stream(self.o.host, self.o.port)
             client = _Client(index, stream)
             key = client.key
+            group = None
+            if self.o.secret is not None:
+                client.tls = Sealed(self._tls_context)
+                cert = await client.tls.handshake(stream)
+                group = Binding(proof_key(self.o.secret), cert)
 
             def hello(nonce: bytes) -> Hello:
                 return make_hello(key, nonce, f"bench{index}", "peer", None, {})
 
-            handshake = Handshake(key, outgoing=True, make_hello=hello)
-            await stream.send_all(b"".join(encode(f) for f in handshake.start()))
+            handshake = Handshake(key, outgoing=True, make_hello=hello, group=group)
+            await client.send(b"".join(encode(f) for f in handshake.start()))
             buf = b""
             while not handshake.done:
                 while b"\n" not in buf:
-                    chunk = await stream.receive_some(READ_SIZE)
+                    chunk = await client.receive()
                     if not chunk:
                         raise ConnectionError(f"client {index}: closed during the handshake")
                     buf += chunk
@@ -140,7 +159,7 @@ class Bench:
                     raise ConnectionError(
                         f"client {index}: refused: {line[:200].decode(errors='replace')} ({exc})"
                     ) from None
-                await stream.send_all(b"".join(encode(f) for f in answer))
+                await client.send(b"".join(encode(f) for f in answer))
             client.pending = buf
             return client
 
@@ -178,6 +197,10 @@ class Bench:
                 client, fd = key.data, key.fd
                 try:
                     data = os.read(fd, READ_SIZE)
+                    if data and client.tls is not None:
+                        data = client.tls.open(data)
+                        if not data:
+                            continue  # part of a TLS record: more to come
                 except BlockingIOError:
                     continue
                 except OSError:
@@ -192,12 +215,12 @@ class Bench:
                     self.last_receive = time.monotonic()
                     self._sample(buf)
                 if b'"type":"ping"' in data:
-                    self._pong(fd, buf)
+                    self._pong(fd, buf, client)
                 tails[fd] = buf[-keep:]
         selector.close()
 
     @staticmethod
-    def _pong(fd: int, buf: bytes) -> None:
+    def _pong(fd: int, buf: bytes, client: _Client) -> None:
         """Answer the node's keepalive, or an idle client is dropped at 45 s."""
         for line in buf.split(b"\n"):
             if line.startswith(b'{"type":"ping"'):
@@ -206,7 +229,8 @@ class Bench:
                 except ProtocolError:
                     continue  # cut by the read: the next read has it whole
                 if isinstance(frame, Ping):
-                    os.write(fd, encode(Pong(frame.nonce)))
+                    pong = encode(Pong(frame.nonce))
+                    os.write(fd, client.tls.seal(pong) if client.tls else pong)
 
     def _sample(self, buf: bytes) -> None:
         # One line per read: the last marker's message number, and its send time.
@@ -225,8 +249,7 @@ class Bench:
 
     async def _send(self, client: _Client, probe: _Client, senders: list[_Client]) -> None:
         o = self.o
-        stream = client.stream
-        await stream.send_all(client.frames[0])  # its join
+        await client.send(client.frames[0])  # its join
         first = senders.index(client) * o.messages  # the number of its first message
         interval = len(senders) / o.rate if o.rate else 0.0
         # Senders are spread evenly over the interval, not all at its start:
@@ -253,7 +276,7 @@ class Bench:
             for n in range(first + client.sent, first + client.sent + batch):
                 self.sent_at[n] = now
             client.sent += batch
-            await stream.send_all(b"".join(frames))
+            await client.send(b"".join(frames))
 
     def _in_flight(self, probe: _Client, senders: list[_Client]) -> int:
         sent_to_probe = sum(s.sent for s in senders if s is not probe)
@@ -365,66 +388,3 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
         return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": 1000 * ordered[-1]}
-
-
-def raise_fd_limit(wanted: int) -> None:
-    """Raise the soft open-files limit toward ``wanted`` (the hard limit caps it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", metavar="HOST:PORT", help="the hub or peer to load")
-    parser.add_argument("--clients", type=int, default=50, help="clients to connect (default 50)")
-    parser.add_argument("--senders", type=int, default=10, help="clients that send (default 10)")
-    parser.add_argument("--messages", type=int, default=1000, help="messages per sender")
-    parser.add_argument("--rate", type=float, default=0.0, help="total messages/s (default: max)")
-    parser.add_argument("--window", type=int, default=WINDOW, help="messages in flight at most")
-    parser.add_argument("--silent", type=int, default=0, help="clients that never read")
-    parser.add_argument("--json", action="store_true", help="one JSON line of results")
-
-
-def main(args: argparse.Namespace) -> int:
-    where = split_addr(args.target)
-    if where is None:
-        print(
-            f"trio-chat bench: invalid address {args.target!r} (expected HOST:PORT)",
-            file=sys.stderr,
-        )
-        return 2
-    # Senders are the first clients; silent ones sit before the last (the probe).
-    room = args.clients - (args.silent + 1 if args.silent else 0)
-    if not 1 <= args.senders <= room:
-        print("trio-chat bench: need 1 <= senders and senders + silent < clients", file=sys.stderr)
-        return 2
-    if args.messages < 1:
-        print("trio-chat bench: --messages must be at least 1", file=sys.stderr)
-        return 2
-    raise_fd_limit(args.clients + 100)
-    # Senders (trio) and receivers (a thread) share the GIL: hand it over
-    # every 0.2 ms rather than 5, or senders stall behind a busy receiver.
-    sys.setswitchinterval(0.0002)
-    options = Options(
-        where[0],
-        where[1],
-        args.clients,
-        args.senders,
-        args.messages,
-        args.rate,
-        args.window,
-        args.silent,
-    )
-    bench = Bench(options)
-    errors: list[BaseException] = []
-    try:
-        result = trio.run(bench.run, sys.stderr.isatty() and not args.json)
-    except* OSError as group:  # ConnectionError included
-        errors.extend(group.exceptions)
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        print(f"trio-chat bench: {errors[0]}{more}", file=sys.stderr)
-        return 1
-    print(json.dumps(asdict(result)) if args.json else result.table(), flush=True)
-    return 0 if result.lost == 0 and result.duplicates == 0 else 1

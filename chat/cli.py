@@ -15,14 +15,14 @@ from functools import partial
 import trio
 
 from chat.addr import join_addr
-from chat.bench import main as run_bench
+from chat.benchcli import main as run_bench
 from chat.frontend import drive
+from chat.group import SecretError, new_secret
 from chat.hub import HubRole
-from chat.identity import IdentityError, KnownNames
-from chat.keys import SigningKey
+from chat.identity import IdentityError
 from chat.logs import HubFormatter, StatusFormatter, wants_colour
 from chat.node import Node
-from chat.options import config_from, load_files, parse_args, raise_fd_limit
+from chat.options import Files, config_from, load_files, parse_args, raise_fd_limit
 from chat.peer import PeerRole
 from chat.plain import Transcript, note, stdin_lines
 from chat.protocol import MAX_NAME, ProtocolError, name_problem
@@ -75,6 +75,7 @@ async def _run_node(
     *,
     stop_error: ProtocolError | None = None,
     signals: bool = True,
+    plain: socket.socket | None = None,
 ) -> int:
     """Run ``node`` with its diallers, front end and signal handling until it stops."""
 
@@ -95,7 +96,8 @@ async def _run_node(
         if signals:
             nursery.start_soon(watch_signals)
         nursery.start_soon(begin)
-        await node.run(_listeners(sock))
+        text = _listeners(plain) if plain is not None else []
+        await node.run(_listeners(sock), text_listeners=text)
         nursery.cancel_scope.cancel()
     return 0
 
@@ -116,28 +118,62 @@ def status_text(node: Node) -> str:
     return " | ".join(parts)
 
 
-def _files(args: argparse.Namespace) -> tuple[SigningKey, KnownNames | None] | None:
-    """The identity and known names, or None after saying why they cannot be used."""
+def _files(args: argparse.Namespace) -> Files | None:
+    """The identity, known names and secret, or None after saying why they
+    cannot be used."""
     try:
         return load_files(args)
-    except IdentityError as exc:
+    except (IdentityError, SecretError) as exc:
         log.error("%s", exc)
         return None
+
+
+def _start(args: argparse.Namespace) -> tuple[socket.socket, socket.socket | None, Files] | None:
+    """The listening sockets and the files, or None after saying what is wrong."""
+    sock = _bind(args.host, args.port)
+    if sock is None:
+        return None
+    files = _files(args)
+    if files is None:
+        return None
+    if args.plain_port is None:
+        return sock, None, files
+    if files.secret is None:
+        log.error("--plain-port is for closed groups: an open group takes netcat on its port")
+        return None
+    plain = _bind(args.plain_host, args.plain_port)
+    return (sock, plain, files) if plain is not None else None
+
+
+def _ready(node: Node, args: argparse.Namespace, plain: socket.socket | None) -> str:
+    """What the group is, for the first line: closed or open, and the plain port."""
+    if node.tls is None:
+        return "an open group"
+    if plain is None:
+        return "a closed group (TLS and a secret)"
+    where = join_addr(args.plain_host, plain.getsockname()[1])
+    return f"a closed group (TLS and a secret); plain-text clients on {where}"
 
 
 def run_peer(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     _setup_log(StatusFormatter())
-    sock = _bind(args.host, args.port)
-    files = _files(args) if sock is not None else None
-    if sock is None or files is None:
+    started = _start(args)
+    if started is None:
         return 1
-    identity, known = files
+    sock, plain, files = started
     if interactive:
-        return _run_interactive(args, sock, identity, known)
+        return _run_interactive(args, sock, files, plain)
     name = args.name or login_name()
     node = Node(
-        config_from(args, name, fd_limit=raise_fd_limit(), identity=identity, known=known),
+        config_from(
+            args,
+            name,
+            fd_limit=raise_fd_limit(),
+            identity=files.identity,
+            known=files.known,
+            secret=files.secret,
+        ),
         PeerRole(),
         Transcript(sys.stdout, json_mode=args.json),
     )
@@ -145,23 +181,32 @@ def run_peer(args: argparse.Namespace) -> int:
     async def front() -> None:
         where = join_addr(args.host, node.listen_port or 0)
         log.info("listening on %s as %s (identity %s)", where, name, node.fingerprint)
+        if node.tls is not None:
+            log.info("this is %s", _ready(node, args, plain))
         await drive(node, stdin_lines(sys.stdin.fileno()), note)
 
-    return trio.run(_run_node, node, sock, args.dial, front)
+    return trio.run(partial(_run_node, node, sock, args.dial, front, plain=plain))
 
 
 def _run_interactive(
     args: argparse.Namespace,
     sock: socket.socket,
-    identity: SigningKey | None = None,
-    known: KnownNames | None = None,
+    files: Files | None = None,
+    plain: socket.socket | None = None,
 ) -> int:
     ui = ChatUI(args.name)
 
     async def trio_main(ui: ChatUI) -> int:
         assert ui.name is not None
         limit = raise_fd_limit()
-        config = config_from(args, ui.name, fd_limit=limit, identity=identity, known=known)
+        config = config_from(
+            args,
+            ui.name,
+            fd_limit=limit,
+            identity=files.identity if files else None,
+            known=files.known if files else None,
+            secret=files.secret if files else None,
+        )
         node = Node(config, PeerRole(), ui.show)
         log.handlers[:] = [_UIHandler(ui)]
         ui.status = lambda: status_text(node)
@@ -174,9 +219,11 @@ def _run_interactive(
                 f"ready: {node.name} on {where}, {peers} peers, identity {node.fingerprint}"
                 " \u2014 /help for commands"
             )
+            if node.tls is not None:
+                ui.note(f"this is {_ready(node, args, plain)}")
             await drive(node, ui.lines, ui.note)
 
-        return await _run_node(node, sock, args.dial, front, signals=False)
+        return await _run_node(node, sock, args.dial, front, signals=False, plain=plain)
 
     return ui.run(trio_main)
 
@@ -195,11 +242,13 @@ class _UIHandler(logging.Handler):
 
 def run_hub(args: argparse.Namespace) -> int:
     _setup_log(HubFormatter(colour=wants_colour(sys.stderr)))
-    sock = _bind(args.host, args.port)
-    files = _files(args) if sock is not None else None
-    if sock is None or files is None:
+    started = _start(args)
+    if started is None:
         return 1
-    config = config_from(args, args.name, fd_limit=raise_fd_limit(), identity=files[0])
+    sock, plain, files = started
+    config = config_from(
+        args, args.name, fd_limit=raise_fd_limit(), identity=files.identity, secret=files.secret
+    )
     node = Node(config, HubRole(quiet=args.quiet, log_rate=args.log_rate))
 
     async def front() -> None:
@@ -207,14 +256,31 @@ def run_hub(args: argparse.Namespace) -> int:
         log.info(
             "hub listening on %s (identity %s)", where, node.fingerprint, extra={"tag": "SUCCESS"}
         )
+        if node.tls is not None:
+            log.info("this is %s", _ready(node, args, plain), extra={"tag": "SUCCESS"})
 
     bye = ProtocolError("shutting_down", "the hub is shutting down")
-    return trio.run(partial(_run_node, node, sock, args.dial, front, stop_error=bye))
+    return trio.run(partial(_run_node, node, sock, args.dial, front, stop_error=bye, plain=plain))
+
+
+def run_secret(args: argparse.Namespace) -> int:
+    """``trio-chat secret new PATH``."""
+    try:
+        new_secret(args.path)
+    except SecretError as exc:
+        print(f"trio-chat: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"trio-chat: wrote a new group secret to {args.path} (mode 0600). Give it to the"
+        " group's members over a channel you trust; each runs with --secret-file PATH.",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    run = {"hub": run_hub, "peer": run_peer, "bench": run_bench}[args.role]
+    run = {"hub": run_hub, "peer": run_peer, "bench": run_bench, "secret": run_secret}[args.role]
     try:
         return run(args)
     except KeyboardInterrupt:  # a second Ctrl+C while leaving

@@ -27,6 +27,7 @@ class Config:
     name: str
     identity: SigningKey | None = None  # the person's key; None: known by the run key alone
     known: KnownNames | None = None  # names seen before, and whose (None: remember nothing)
+    secret: bytes | None = None  # a closed group's secret (§8); None: an open group
     history: int = 1000  # events kept for catch-up (§6)
     history_bytes: int = HISTORY_BYTES  # and at most this many bytes of them
     degree: int = 8  # peers to dial by peer exchange (§7)

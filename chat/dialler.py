@@ -167,7 +167,9 @@ class Dialler:
                     return
                 if end.established and end.closing.reason is not Reason.DUPLICATE:
                     log.info("re-dialling %s (%s) in %g s", end.name, where, BACKOFF_FIRST)
-                delay = BACKOFF_FIRST
+                # Refused before its handshake completed (a wrong secret, another
+                # protocol): back off as for an address that cannot be reached.
+                delay = BACKOFF_FIRST if end.established else min(delay * 2, BACKOFF_MAX)
                 await trio.sleep(delay)
         finally:
             settle()

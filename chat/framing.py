@@ -82,6 +82,11 @@ class Decoder:
         if self.error or not data:
             return []
         if self.plain_text is None:
+            if data[:1] == b"\x16":  # a TLS handshake record: a closed group's member (§8)
+                why = "TLS is not spoken here: this group is open (no secret)"
+                self.error = ProtocolError("unsupported_protocol", why)
+                self.plain_text = False  # a node, not a person: its failure is logged
+                return []
             self.plain_text = data[:1] != b"{"
         if self.plain_text:
             return self._feed_text(data)

@@ -16,6 +16,13 @@ bytes of its line as sent, without the line ending. A recorded handshake
 replayed on a new connection fails (the other side's nonce is new); a
 machine in the middle that relays one node's hello cannot make that
 node's proof for a conversation it is not in.
+
+In a closed group (§8, :mod:`chat.group`) both sides first prove, inside
+TLS, that they know the group's secret, before either says its name::
+
+    dialler  -> group (its nonce)
+    acceptor -> group (its nonce), group_auth (its proof)
+    dialler  -> group_auth (its proof), hello ...   (then as above)
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ import hashlib
 import secrets
 from collections.abc import Callable
 
+from chat.group import Binding
 from chat.keys import SigningKey, verify
-from chat.protocol import NONCE_BYTES, Auth, Frame, Hello, ProtocolError
+from chat.protocol import NONCE_BYTES, Auth, Frame, GroupAuth, GroupHello, Hello, ProtocolError
 
 MakeHello = Callable[[bytes], Hello]  # our hello, with this nonce, as it would be sent now
 
@@ -52,23 +60,38 @@ class Handshake:
     that does not verify.
     """
 
-    def __init__(self, key: SigningKey, *, outgoing: bool, make_hello: MakeHello) -> None:
+    def __init__(
+        self,
+        key: SigningKey,
+        *,
+        outgoing: bool,
+        make_hello: MakeHello,
+        group: Binding | None = None,
+    ) -> None:
         self.key = key
         self.outgoing = outgoing
         self.make_hello = make_hello
         self.ours: Hello | None = None
         self.theirs: Hello | None = None
         self.done = False
+        # A closed group's secret, proved first (§8); None once proved, or open.
+        self.group = group
+        self._nonce = secrets.token_bytes(NONCE_BYTES)
+        self._their_nonce = b""
 
     def start(self) -> list[Frame]:
         if not self.outgoing:
             return []  # the acceptor speaks second (§3, §9)
+        if self.group is not None:
+            return [GroupHello(self._nonce)]
         self.ours = self.make_hello(secrets.token_bytes(NONCE_BYTES))
         return [self.ours]
 
     def receive(self, frame: Frame) -> list[Frame]:
         if self.done:
             raise ProtocolError("bad_frame", "the handshake is over")
+        if self.group is not None:
+            return self._receive_group(self.group, frame)
         if self.theirs is None:
             if not isinstance(frame, Hello):
                 raise ProtocolError("bad_frame", "the first frame must be a hello")
@@ -84,6 +107,31 @@ class Handshake:
             raise ProtocolError("auth_failed", f"the {side}'s proof does not verify")
         self.done = True
         return [self._prove("dialler")] if self.outgoing else []
+
+    def _receive_group(self, group: Binding, frame: Frame) -> list[Frame]:
+        """The closed group's proofs (§8): nothing else until they pass."""
+        if isinstance(frame, GroupHello) and not self._their_nonce:
+            self._their_nonce = frame.nonce
+            if self.outgoing:
+                return []  # its proof comes next
+            proof = group.make("acceptor", frame.nonce, self._nonce)
+            return [GroupHello(self._nonce), GroupAuth(proof)]
+        if not (isinstance(frame, GroupAuth) and self._their_nonce):
+            raise ProtocolError(
+                "auth_failed", "this group is closed: its secret is proved first (§8)"
+            )
+        side = "acceptor" if self.outgoing else "dialler"
+        dialler, acceptor = (
+            (self._nonce, self._their_nonce) if self.outgoing else (self._their_nonce, self._nonce)
+        )
+        if not group.check(frame.proof, side, dialler, acceptor):
+            why = "the two sides do not share this group's secret (a wrong --secret-file?)"
+            raise ProtocolError("auth_failed", why)
+        self.group = None
+        if not self.outgoing:
+            return []  # its hello comes next
+        self.ours = self.make_hello(secrets.token_bytes(NONCE_BYTES))
+        return [GroupAuth(group.make("dialler", dialler, acceptor)), self.ours]
 
     def _message(self, side: str) -> bytes:
         assert self.ours is not None and self.theirs is not None

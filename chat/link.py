@@ -58,6 +58,7 @@ class Link:
     live: bool = False
     up_at: float = 0.0  # trio time the handshake completed
     on_up: Callable[[], None] | None = None  # the dialler's, told when the handshake completes
+    text_only: bool = False  # it came to a closed group's plain-text port (§8)
     handshake: Handshake | None = None  # until both proofs have passed (§3)
     put: Callable[[bytes], bool] = field(init=False)
 

@@ -23,6 +23,7 @@ from chat.changes import Changes
 from chat.config import Config
 from chat.connection import Connection
 from chat.flow import FloodControl, OriginBudgets
+from chat.group import Binding
 from chat.handshake import Handshake
 from chat.keys import SigningKey
 from chat.lifecycle import (
@@ -55,6 +56,7 @@ from chat.role import Role
 from chat.router import Router
 from chat.sockets import keep_alive, peername
 from chat.textclient import TextSession
+from chat.tls import closed_group
 
 log = logging.getLogger("chat")
 
@@ -102,7 +104,17 @@ class Links:
         """For the text sessions: this node's run key, which vouches for them."""
         return self.router.me.key
 
-    def open(self, stream: trio.abc.Stream, *, outgoing: bool) -> Link:
+    def open(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        outgoing: bool,
+        group: Binding | None = None,
+        text_only: bool = False,
+    ) -> Link:
+        """A connection to serve; ``group``: a closed group's proofs to make
+        first (§8); ``text_only``: plain-text clients only (a closed group's
+        plain-text port)."""
         config = self.config
         conn = Connection(
             stream,
@@ -114,7 +126,10 @@ class Links:
         )
         flood = FloodControl(config.rate, config.burst, config.link_rate, config.patience)
         link = Link(conn, flood, self)
-        link.handshake = Handshake(self.router.me.key, outgoing=outgoing, make_hello=self.hello)
+        link.handshake = Handshake(
+            self.router.me.key, outgoing=outgoing, make_hello=self.hello, group=group
+        )
+        link.text_only = text_only
         self.connections[conn] = link
         self.opened += 1
         if not outgoing and conn.remote is not None:
@@ -162,6 +177,11 @@ class Links:
         """Nothing came in the handshake time: a person who listens first (§9)."""
         if self.stopping:
             return
+        if self.config.secret is not None and not link.text_only:
+            why = "the handshake did not complete in time: a closed group's members speak first"
+            link.conn.fail(ProtocolError("handshake_timeout", why))
+            self.changes.notify()
+            return
         try:
             self._text_session(link)
         except ProtocolError as exc:
@@ -192,6 +212,12 @@ class Links:
 
     def _choose(self, link: Link, frame: Frame | TextLine) -> None:
         conn = link.conn
+        if self.config.secret is not None:
+            if link.text_only and not isinstance(frame, TextLine):
+                why = "this port is for plain-text clients; members connect with TLS (§8)"
+                raise ProtocolError("auth_failed", why)
+            if isinstance(frame, TextLine) and not link.text_only:
+                raise closed_group()  # (inside TLS: text is no member's first frame)
         if isinstance(frame, TextLine) and not conn.outgoing:
             self._text_session(link).handle(frame.text)
         elif isinstance(frame, Error):
@@ -236,7 +262,9 @@ class Links:
         link.catch_up_seq = claimed = hello.have.get(hello.node, 0)
         lacking = max(0, claimed - self.router.sequencer.have(hello.node))
         link.catch_up_left = min(lacking, OWN_CATCH_UP, self.router.history.size)
-        link.hello = replace(hello, have={})  # up to 1000 entries: not kept per link
+        # Its have (up to 1000 entries), bytes and nonce served the handshake:
+        # not kept per link (an idle connection costs a hub ~8 KiB, W3).
+        link.hello = replace(hello, have={}, raw=b"", nonce=b"")
         if link.on_up is not None:
             link.on_up()
         self.role.link_up(link, replacing=existing)

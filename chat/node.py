@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
+from chat.addr import join_addr
 from chat.author import Author
 from chat.config import Config
 from chat.dialler import Dialler, LinkEnd
@@ -43,6 +44,8 @@ from chat.names import name_problem, text_problem
 from chat.protocol import Event, EventKind, Hello, ProtocolError, make_hello
 from chat.role import Role
 from chat.router import Router, Sink
+from chat.sockets import peername
+from chat.tls import TlsFailed, accept, dial, make_tls
 
 log = logging.getLogger("chat")
 
@@ -56,6 +59,8 @@ class Node:
         run = SigningKey()  # this run's key: the node id is its hash (§2)
         badge = certificate(config.identity, run) if config.identity else {}
         self.me = Author(config.name, run, badge)
+        # A closed group's TLS (§8): a certificate for this run key, the proof key.
+        self.tls = make_tls(run, config.secret) if config.secret is not None else None
         router = self.router = Router(
             self.me,
             history=config.history,
@@ -124,9 +129,14 @@ class Node:
         self,
         listeners: Sequence[trio.SocketListener] = (),
         *,
+        text_listeners: Sequence[trio.SocketListener] = (),
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve until :meth:`stop`; then leave and close within the grace period."""
+        """Serve until :meth:`stop`; then leave and close within the grace period.
+
+        ``text_listeners``: a closed group's plain-text port (§8), open to
+        plain-text clients only.
+        """
         for listener in listeners:
             self.listen_port = listener.socket.getsockname()[1]
             break
@@ -139,6 +149,8 @@ class Node:
                 self.originate(self.me, "join")
                 if listeners:
                     services.start_soon(self._accept, listeners)
+                if text_listeners:
+                    services.start_soon(self._accept, text_listeners, True)
                 services.start_soon(self._gap_timer)
                 self.dialler.start(services)
                 self.started.set()
@@ -176,9 +188,26 @@ class Node:
             for conn in list(self.connections):
                 await conn.closed.wait()
 
-    async def _accept(self, listeners: Sequence[trio.SocketListener]) -> None:
+    async def _accept(self, listeners: Sequence[trio.SocketListener], text: bool = False) -> None:
         async def handle(stream: trio.SocketStream) -> None:
-            await self._serve(self.links.open(stream, outgoing=False))
+            if self.tls is None or text:
+                await self._serve(self.links.open(stream, outgoing=False, text_only=text))
+                return
+            born = trio.current_time()
+            try:
+                secured, refusal = await accept(
+                    stream, self.tls, born + self.config.timing.handshake
+                )
+            except TlsFailed as exc:
+                log.info("connection from %s: %s", join_addr(*peername(stream) or ("?", 0)), exc)
+                await trio.aclose_forcefully(stream)
+                return
+            group = self.tls.binding() if refusal is None else None
+            link = self.links.open(secured, outgoing=False, group=group)
+            link.conn.born = born  # the handshake time counts from the connection
+            if refusal is not None:
+                link.conn.refuse(refusal)
+            await self._serve(link)
 
         assert self._conns is not None
         why = "this node is out of file descriptors"
@@ -237,7 +266,18 @@ class Node:
         await self.dialler.settled()
 
     async def _serve_dialled(self, stream: trio.abc.Stream, on_up: Callable[[], None]) -> LinkEnd:
-        link = self.links.open(stream, outgoing=True)
+        group = None
+        if self.tls is not None:
+            where = join_addr(*peername(stream) or ("?", 0))
+            born = trio.current_time()
+            try:
+                stream, cert = await dial(stream, self.tls, born + self.config.timing.handshake)
+            except TlsFailed as exc:
+                log.warning("cannot join %s: %s", where, exc)
+                await trio.aclose_forcefully(stream)
+                return LinkEnd("", where, False, Closing(Reason.REFUSED, str(exc)))
+            group = self.tls.binding(cert)
+        link = self.links.open(stream, outgoing=True, group=group)
         link.on_up = on_up
         assert self._conns is not None
         self._conns.start_soon(self._serve, link)

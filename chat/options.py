@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import resource
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from chat import __version__
 from chat.addr import split_addr
-from chat.bench import add_arguments as add_bench_arguments
+from chat.benchcli import add_arguments as add_bench_arguments
 from chat.config import Config, Timing
+from chat.group import SECRET_ENV, load_secret
 from chat.identity import KnownNames, config_dir, load_identity
 from chat.keys import SigningKey
 from chat.protocol import name_problem
@@ -55,6 +57,7 @@ def config_from(
     fd_limit: int = 0,
     identity: SigningKey | None = None,
     known: KnownNames | None = None,
+    secret: bytes | None = None,
 ) -> Config:
     """The node's configuration from the options both roles share.
 
@@ -71,6 +74,7 @@ def config_from(
         name,
         identity=identity,
         known=known,
+        secret=secret,
         history=args.history,
         history_bytes=args.history_bytes,
         degree=getattr(args, "degree", 0),
@@ -86,16 +90,29 @@ def config_from(
     )
 
 
-def load_files(args: argparse.Namespace) -> tuple[SigningKey, KnownNames | None]:
-    """The identity (created on first run) and the names seen before, as the
-    options say. Raises :class:`~chat.identity.IdentityError` with what to do."""
+@dataclass(frozen=True)
+class Files:
+    """What a node reads before it starts, besides its options."""
+
+    identity: SigningKey
+    known: KnownNames | None  # None: a hub, which shows no names to anyone
+    secret: bytes | None  # a closed group's (§8)
+
+
+def load_files(args: argparse.Namespace) -> Files:
+    """The identity (created on first run), the names seen before and the
+    group secret, as the options say. Raises
+    :class:`~chat.identity.IdentityError` or :class:`~chat.group.SecretError`
+    with what to do."""
+    secret = load_secret(args.secret_file)
     identity = load_identity(args.identity)
     where = getattr(args, "known_names", None)
     if where is None and not hasattr(args, "known_names"):
-        return identity, None  # a hub shows no names to anyone
+        return Files(identity, None, secret)
     if where == "none":
-        return identity, KnownNames(None)
-    return identity, KnownNames(Path(where) if where else config_dir() / "known_names")
+        return Files(identity, KnownNames(None), secret)
+    path = Path(where) if where else config_dir() / "known_names"
+    return Files(identity, KnownNames(path), secret)
 
 
 def raise_fd_limit() -> int:
@@ -133,7 +150,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     )
     parser.add_argument("--version", action="version", version=f"trio-chat {__version__}")
     parser.add_argument(
-        "role", choices=["peer", "hub", "bench"], help="run a mesh peer, a hub, or the load tool"
+        "role",
+        choices=["peer", "hub", "bench", "secret"],
+        help="run a mesh peer, a hub, or the load tool; or make a group secret",
     )
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
@@ -152,6 +171,30 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
             "--host", default="0.0.0.0", help="address to listen on (default: all IPv4)"
         )
     for role in (peer, hub):
+        closed = role.add_argument_group(
+            "closed groups",
+            "With a secret every connection is TLS 1.3 and both ends prove they know the"
+            " secret before anything else passes (docs/PROTOCOL.md §8).",
+        )
+        closed.add_argument(
+            "--secret-file",
+            type=Path,
+            metavar="PATH",
+            help="the group's secret (make one with: trio-chat secret new PATH); else"
+            f" ${SECRET_ENV}, else an open group. Never the secret itself on the command line",
+        )
+        closed.add_argument(
+            "--plain-port",
+            type=_port,
+            metavar="PORT",
+            help="also accept plain-text clients (netcat, telnet) of a closed group on this"
+            " port, without TLS: whoever reaches it can read and write the chat",
+        )
+        closed.add_argument(
+            "--plain-host",
+            default="127.0.0.1",
+            help="where --plain-port listens (default 127.0.0.1: this machine only)",
+        )
         role.add_argument(
             "--identity",
             type=Path,
@@ -251,7 +294,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         prog="trio-chat bench", description="Load a hub or peer and measure it."
     )
     add_bench_arguments(bench)
-    return parser, {"peer": peer, "hub": hub, "bench": bench}
+    secret = argparse.ArgumentParser(
+        prog="trio-chat secret",
+        description="Make a closed group's secret: 256 random bits in a file only you can"
+        " read (mode 0600). Give it to the members over a channel you trust.",
+    )
+    secret.add_argument("action", choices=["new"], help="new: write a new secret")
+    secret.add_argument("path", type=Path, metavar="PATH", help="the file to create")
+    return parser, {"peer": peer, "hub": hub, "bench": bench, "secret": secret}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -33,6 +33,8 @@ from chat.protocol import (
     Error,
     Event,
     Frame,
+    GroupAuth,
+    GroupHello,
     Hello,
     PeerInfo,
     Peers,
@@ -262,6 +264,10 @@ def _link_frame(kind: str, obj: Mapping[str, Any], body: bytes) -> Frame:
         return _hello(obj, body)
     if kind == "auth":
         return Auth(_bytes(obj, "sig", 64))
+    if kind == "group":
+        return GroupHello(_bytes(obj, "nonce", NONCE_BYTES))
+    if kind == "group_auth":
+        return GroupAuth(_bytes(obj, "proof", 32))
     if kind == "peers":
         return _peers(obj)
     if kind == "ping":

@@ -44,7 +44,9 @@ EVENT_CONTEXT: Final = b"trio-chat/2 event\n"
 SIG_TAIL: Final = 8 + 86 + 2  # ',"sig":"' + the signature + '"}'
 
 EVENT_TYPES: Final = frozenset({"join", "msg", "nick", "leave", "lost"})
-LINK_TYPES: Final = frozenset({"hello", "auth", "peers", "ping", "pong", "caught_up", "error"})
+LINK_TYPES: Final = frozenset(
+    {"hello", "auth", "group", "group_auth", "peers", "ping", "pong", "caught_up", "error"}
+)
 
 EventKind: TypeAlias = Literal["join", "msg", "nick", "leave", "lost"]
 RoleName: TypeAlias = Literal["peer", "hub"]
@@ -84,6 +86,20 @@ class Auth:
     """A side's proof that it holds its run key, over both hellos (§3)."""
 
     sig: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GroupHello:
+    """A closed group's first frame each way, inside TLS: a fresh nonce (§8)."""
+
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAuth:
+    """A side's proof that it knows the group's secret, for this session (§8)."""
+
+    proof: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +213,18 @@ class TextLine:
 
 
 Frame: TypeAlias = (
-    Hello | Auth | Event | Peers | Ping | Pong | CaughtUp | Error | Unknown | Duplicate
+    Hello
+    | Auth
+    | GroupHello
+    | GroupAuth
+    | Event
+    | Peers
+    | Ping
+    | Pong
+    | CaughtUp
+    | Error
+    | Unknown
+    | Duplicate
 )
 
 
@@ -224,6 +251,10 @@ def encode(frame: Frame) -> bytes:
         return frame.raw + b"\n" if frame.raw else hello_bytes(frame) + b"\n"
     if isinstance(frame, Auth):
         return dumps({"type": "auth", "sig": b64(frame.sig)})
+    if isinstance(frame, GroupHello):
+        return dumps({"type": "group", "nonce": b64(frame.nonce)})
+    if isinstance(frame, GroupAuth):
+        return dumps({"type": "group_auth", "proof": b64(frame.proof)})
     if isinstance(frame, Peers):
         entries = [{"node": p.node, "name": p.name, "addr": p.addr} for p in frame.peers]
         return dumps({"type": "peers", "peers": entries})

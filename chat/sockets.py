@@ -51,6 +51,9 @@ def unacknowledged(fd: int) -> int:
 
 
 def peername(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    # Under TLS (chat.tls) the socket is the transport's, or its inner stream's.
+    while inner := getattr(stream, "transport_stream", None) or getattr(stream, "inner", None):
+        stream = inner
     sock = getattr(stream, "socket", None)
     if sock is None:
         return None

@@ -62,6 +62,7 @@ class NodeHandle:
     entries: list[Entry] = field(default_factory=list)
     peaks: dict[Connection, Peak] = field(default_factory=dict)
     finished: trio.Event = field(default_factory=trio.Event)  # run returned
+    plain_port: int = 0  # a closed group's plain-text port, if it has one
 
     @property
     def id(self) -> str:
@@ -149,6 +150,7 @@ async def start_node(
     role: Role | None = None,
     *,
     listen: bool = True,
+    plain: bool = False,
 ) -> NodeHandle:
     """Start a node on 127.0.0.1, port 0 (or none), inside ``nursery``.
 
@@ -159,6 +161,8 @@ async def start_node(
     """
     listeners = await trio.open_tcp_listeners(0, host=HOST) if listen else []
     port = listeners[0].socket.getsockname()[1] if listeners else 0
+    # A closed group's plain-text port (§8), when asked for.
+    text = await trio.open_tcp_listeners(0, host=HOST) if plain else []
     handle: NodeHandle
 
     def sink(entry: Entry) -> None:
@@ -166,14 +170,15 @@ async def start_node(
 
     node = Node(config or Config(name="node"), role or PeerRole(), sink)
     handle = NodeHandle(node, port, trio.CancelScope())
+    handle.plain_port = text[0].socket.getsockname()[1] if text else 0
 
     async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             with handle.scope:
-                await node.run(listeners, task_status=task_status)
+                await node.run(listeners, text_listeners=text, task_status=task_status)
         finally:
             with trio.CancelScope(shield=True):
-                for listener in listeners:
+                for listener in [*listeners, *text]:
                     await listener.aclose()
             handle.finished.set()
 
@@ -226,11 +231,19 @@ class Group:
         self.nursery = nursery
         self.nodes: list[NodeHandle] = []
         self.clients: list[WireClient] = []
+        self.secret: bytes | None = None  # a closed group's, for every node started
         self.listeners: list[trio.SocketListener] = []
 
-    async def start(self, name: str, role: Role | None = None, **config: object) -> NodeHandle:
-        """A node named ``name``; ``config`` overrides :class:`Config`'s defaults."""
-        handle = await start_node(self.nursery, Config(name, **config), role)  # type: ignore[arg-type]
+    async def start(
+        self, name: str, role: Role | None = None, *, plain: bool = False, **config: object
+    ) -> NodeHandle:
+        """A node named ``name``; ``config`` overrides :class:`Config`'s defaults.
+
+        ``plain``: with a plain-text port (``handle.plain_port``, §8).
+        """
+        config.setdefault("secret", self.secret)
+        node_config = Config(name, **config)  # type: ignore[arg-type]
+        handle = await start_node(self.nursery, node_config, role, plain=plain)
         self.nodes.append(handle)
         return handle
 
@@ -244,6 +257,8 @@ class Group:
         client = await WireClient.connect(port, name)
         if key is not None:
             client.key, client.id = key, key.node_id
+        if self.secret is not None:
+            await client.secure(self.secret)
         self.clients.append(client)
         return client
 

@@ -50,6 +50,11 @@ HUB_LISTENING = re.compile(
     rf"^{CLOCK} \[SUCCESS\] hub listening on (?P<host>.+):(?P<port>\d+)"
     r" \(identity SHA256:[A-Za-z0-9+/]{12}\)$"
 )
+# Parametrised tests run again in a closed group (§8), the secret in the
+# environment of every process they start.
+CLOSED_TOO = pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
+SECRET = "the hub tests' secret, 32 bytes."
+PLAIN_PORT = re.compile(r"plain-text clients on 127\.0\.0\.1:(\d+)")
 HUB_LOG_LINE = re.compile(rf"^{CLOCK} \[[A-Z ]+\] ")
 ERROR_LINE = re.compile(r"^\*\*\* error: [a-z_]+: .+$")  # §9: how an error reaches nc
 
@@ -413,16 +418,27 @@ async def test_hub_fans_out_every_message_to_200_clients() -> None:
 
 
 @pytest.mark.needs("nc")
-async def test_netcat_chats_with_peers_through_the_hub() -> None:
+@CLOSED_TOO
+async def test_netcat_chats_with_peers_through_the_hub(
+    closed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Closed (§8): the peers and the hub share a secret; netcat comes in by
+    # the hub's plain-text port.
+    if closed:
+        monkeypatch.setenv("TRIO_CHAT_SECRET", SECRET)
     with trio.fail_after(20):
         async with watched_group() as group:
-            hub = await start_hub(group)
+            hub = await start_hub(group, *(("--plain-port", "0") if closed else ()))
+            port = hub.port
+            if closed:
+                line = await hub.wait_stderr(PLAIN_PORT)
+                port = int(PLAIN_PORT.search(line)[1])  # type: ignore[index]
             alice = await group.peer("alice", hub.address)
             carol = await group.peer("carol", hub.address)
             await alice.wait_stdout(joined("carol", history=None))
             await carol.wait_stdout(joined("alice", history=None))
 
-            nc = await group.start("127.0.0.1", str(hub.port), command=(path_of("nc"),), label="nc")
+            nc = await group.start("127.0.0.1", str(port), command=(path_of("nc"),), label="nc")
             await nc.send_line("/nick bob")
             await nc.send_line("hello from netcat")
             for proc in (alice, carol):
@@ -469,7 +485,12 @@ async def test_netcat_chats_with_peers_through_the_hub() -> None:
 # ----------------------------------------------------- linked hubs, restart
 
 
-async def test_linked_hubs_survive_a_killed_hub_restarted_on_its_port() -> None:
+@CLOSED_TOO
+async def test_linked_hubs_survive_a_killed_hub_restarted_on_its_port(
+    closed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if closed:  # every hub and peer of the run shares the secret (§8)
+        monkeypatch.setenv("TRIO_CHAT_SECRET", SECRET)
     with trio.fail_after(40):
         async with watched_group() as group:
             hub1 = await start_hub(group, name="hub1")

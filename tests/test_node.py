@@ -57,6 +57,12 @@ def lost_about(node_id: str) -> Callable[[Entry], bool]:
     return lambda e: e.kind == "lost" and e.event is not None and e.event.node == node_id
 
 
+# The flooding, mesh and catch-up tests run again in a closed group (§8):
+# every link TLS, the secret proved first.
+SECRET = b"the test group's secret, 32 bytes"
+BOTH = pytest.mark.parametrize("secret", [None, SECRET], ids=["open", "closed"])
+
+
 async def full_mesh(group: Group, *names: str, degree: int = 8) -> list[NodeHandle]:
     """Peers that each dial the first one; peer exchange fills in the rest."""
     handles = [await group.start(name, degree=degree) for name in names]
@@ -82,9 +88,11 @@ async def raw_peer(
 # Flooding, peer exchange, order, history
 
 
+@BOTH
 async def test_three_peers_see_every_message_once_and_become_a_mesh(
-    group: Group,
+    group: Group, secret: bytes | None
 ) -> None:
+    group.secret = secret  # the same, in a closed group (§8)
     with trio.fail_after(5):
         a = await group.start("alice")
         b = await group.start("bob")
@@ -116,7 +124,9 @@ async def test_three_peers_see_every_message_once_and_become_a_mesh(
             assert len(handle.node.connections) == 2
 
 
-async def test_chain_of_degree_one_relays_in_order_once(group: Group) -> None:
+@BOTH
+async def test_chain_of_degree_one_relays_in_order_once(group: Group, secret: bytes | None) -> None:
+    group.secret = secret  # the same, in a closed group (§8)
     with trio.fail_after(5):
         a = await group.start("alice", degree=1)
         b = await group.start("bob", degree=1)
@@ -147,7 +157,9 @@ async def test_chain_of_degree_one_relays_in_order_once(group: Group) -> None:
             assert got.raw == sent.raw
 
 
-async def test_late_joiner_gets_history(group: Group) -> None:
+@BOTH
+async def test_late_joiner_gets_history(group: Group, secret: bytes | None) -> None:
+    group.secret = secret  # the same, in a closed group (§8)
     with trio.fail_after(5):
         a = await group.start("alice")
         b = await group.start("bob")
@@ -175,9 +187,11 @@ async def test_late_joiner_gets_history(group: Group) -> None:
         assert not live.history
 
 
+@BOTH
 async def test_cut_groups_chat_apart_then_exchange_what_they_missed(
-    group: Group,
+    group: Group, secret: bytes | None
 ) -> None:
+    group.secret = secret  # the same, in a closed group (§8)
     with trio.fail_after(5):
         # A - B - C - D, degree 1 so that peer exchange adds no link.
         a, b, c, d = [await group.start(n, degree=1) for n in ("a", "b", "c", "d")]

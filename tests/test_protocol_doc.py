@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from chat.group import proof, proof_key
 from chat.handshake import proof_message
 from chat.identity import certificate, voucher, who_of
 from chat.keys import SigningKey, b64, fingerprint, node_id
@@ -142,3 +146,20 @@ def test_the_events_are_what_the_code_makes() -> None:
     assert who_of(join).person
     assert who_of(hosted).host == VECTORS["bob.node"]
     assert not who_of(hosted).person
+
+
+def test_the_group_proofs() -> None:
+    # §8, from the primitives as the document spells them.
+    group = values("group")
+    secret = group["secret"].encode()
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"trio-chat/2 group", info=b"proof key"
+    ).derive(secret)
+    assert group["key"] == key.hex() == proof_key(secret).hex()
+    nonces = unb64url(group["nonce.dialler"]) + unb64url(group["nonce.acceptor"])
+    cert = bytes.fromhex(group["cert.sha256"])
+    for side in ("acceptor", "dialler"):
+        message = b"trio-chat/2 group " + side.encode() + b"\n" + nonces + cert
+        made = hmac.new(key, message, hashlib.sha256).digest()
+        assert group[f"proof.{side}"] == b64(made)
+        assert made == proof(key, side, nonces[:32], nonces[32:], cert)

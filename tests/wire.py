@@ -33,6 +33,7 @@ import trio
 
 from chat.changes import Changes
 from chat.framing import Decoder
+from chat.group import Binding
 from chat.handshake import Handshake
 from chat.keys import SigningKey
 from chat.protocol import (
@@ -46,6 +47,7 @@ from chat.protocol import (
     make_event,
     make_hello,
 )
+from chat.tls import dial, make_tls
 
 HOST = "127.0.0.1"
 READ_SIZE = 65536
@@ -120,6 +122,7 @@ class WireClient:
         self.was_reset = False  # ended by a reset rather than EOF
         self.end_reason = ""
         self.changes = Changes()
+        self.group: Binding | None = None  # a closed group's proofs (secure())
         self._cursor = 0  # the next frame for the pull methods
         self._reading = False  # a background reader owns the stream's receiving side
         self._pulling = False  # a pull method is reading the stream right now
@@ -146,6 +149,13 @@ class WireClient:
     ) -> WireClient:
         """The next connection a node dials to ``listener``, as a client."""
         return cls(await listener.accept(), name, key=key)
+
+    async def secure(self, secret: bytes) -> None:
+        """TLS over this client's stream, as a member of the closed group of
+        ``secret`` would dial (§8); the handshake then proves the secret."""
+        tls = make_tls(self.key, secret)
+        stream, cert = await dial(self.stream, tls, trio.current_time() + 10)
+        self.stream, self.group = stream, tls.binding(cert)
 
     # ------------------------------------------------------------ sending
 
@@ -174,6 +184,7 @@ class WireClient:
             self.key,
             outgoing=True,
             make_hello=lambda nonce: self.hello(have=have, listen=listen, nonce=nonce),
+            group=self.group,
         )
         for frame in shake.start():
             await self.send_frame(frame)

@@ -1,0 +1,89 @@
+"""The table ``make bench`` prints and writes to docs/benchmarks.md (run.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().split()[1]
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def report(results: dict[str, Any], quick: bool) -> str:
+    r1, r2, r3, r4, r5, r6 = (results[k] for k in ("W1", "W2", "W3", "W4", "W5", "W6"))
+    c1, c2 = results["closed"]["W1"], results["closed"]["W2"]
+    hub1, ref1 = r1["hub"], r1["reference"]
+    hub3, ref3 = r3["hub"]["kib_per_connection"], r3["reference"]["kib_per_connection"]
+    hub4 = r4["hub"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}."
+        + (" (quick run)" if quick else ""),
+        "The hub and the asyncio reference relay (benchmarks/reference_relay.py) ran in the"
+        " same run on the same machine; ratios are hub / reference.",
+        "",
+        "| workload | trio-chat hub | asyncio reference | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+        f"| W1 throughput (100 clients, 10 senders) | {hub1['deliveries_per_s']:,.0f}/s,"
+        f" lost {hub1['lost']}, dup {hub1['duplicates']} | {ref1['deliveries_per_s']:,.0f}/s |"
+        f" {hub1['deliveries_per_s'] / ref1['deliveries_per_s']:.1f}x | >= 10x, no loss |",
+        f"| W2 latency p50 / p99 (200 clients x 1 msg/s) | {r2['hub']['latency_ms']['p50']:.2f}"
+        f" / {r2['hub']['latency_ms']['p99']:.2f} ms | {r2['reference']['latency_ms']['p50']:.2f}"
+        f" / {r2['reference']['latency_ms']['p99']:.2f} ms |"
+        f" {r2['hub']['latency_ms']['p99'] / r2['reference']['latency_ms']['p99']:.2f}x |"
+        " p99 <= 3 ms |",
+        f"| W1 on a closed group (TLS 1.3 + secret) | {c1['deliveries_per_s']:,.0f}/s,"
+        f" lost {c1['lost']}, dup {c1['duplicates']}"
+        f" | (open hub: {hub1['deliveries_per_s']:,.0f}/s)"
+        f" | {c1['deliveries_per_s'] / hub1['deliveries_per_s']:.2f}x of open |"
+        " report the cost |",
+        f"| W2 on a closed group: p50 / p99 | {c2['latency_ms']['p50']:.2f}"
+        f" / {c2['latency_ms']['p99']:.2f} ms | (open hub: p99"
+        f" {r2['hub']['latency_ms']['p99']:.2f} ms) |"
+        f" {c2['latency_ms']['p99'] / r2['hub']['latency_ms']['p99']:.2f}x of open | p99 <= 3 ms |",
+        f"| W3 RSS per idle connection (2000 clients) | {hub3:.1f} KiB | {ref3:.1f} KiB |"
+        f" {hub3 / max(ref3, 0.01):.2f}x | <= 8 KiB |",
+        f"| W3 concurrent clients accepted | {r3['hub']['concurrent_clients']}"
+        f" of {r3['hub']['concurrent_wanted']} | | | 10000 |",
+        f"| W4 throughput kept with one silent reader | {hub4['throughput_kept']:.0%}"
+        f" (cut off: {hub4['silent_client_cut']}; RSS {hub4['rss_start_kib'] // 1024}"
+        f" -> peak {hub4['rss_peak_kib'] // 1024} MiB; p99"
+        f" {hub4['base']['latency_ms']['p99']:.0f} -> {hub4['silent']['latency_ms']['p99']:.0f} ms)"
+        f" | {r4['reference']['throughput_kept']:.0%}, lost {r4['reference']['silent']['lost']}"
+        " | | >= 90%, cut off, bounded |",
+        f"| W5 mesh of 20 peers: to all, p50 / p99 | {r5['p50_ms']:.1f} / {r5['p99_ms']:.1f} ms |"
+        " | | p99 <= 50 ms |",
+        f"| W6 one peer relaying signed events: per CPU-second, own / relayed (checked)"
+        f" | {r6['own']['events_per_cpu_s']:,.0f} / {r6['relayed']['events_per_cpu_s']:,.0f}"
+        f" ({r6['check_us_per_event']:.0f} µs a check) | | | report |",
+        "",
+        "Where a relaying peer's time goes (W6, py-spy, share of samples, inclusive):",
+        "",
+        *(
+            [f"- `{name}`: {share}%" for name, share in r6["profile"]]
+            if isinstance(r6["profile"], list)
+            else [f"- {r6['profile']}"]
+        ),
+        "",
+        "Raw figures:",
+        "",
+        "```json",
+        json.dumps(results, indent=1),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
