@@ -23,12 +23,13 @@ from functools import partial
 
 import trio
 
-from chat.benchtls import Sealed, client_context
+from chat.benchtls import client_context, secure
 from chat.group import Binding, proof_key
 from chat.handshake import Handshake
 from chat.keys import SigningKey
 from chat.parse import parse_frame
 from chat.protocol import Hello, Ping, Pong, ProtocolError, encode, make_event, make_hello
+from chat.tls import Sealer
 
 READ_SIZE = 65536
 WINDOW = 512  # messages in flight (sent, not yet seen by the probe)
@@ -95,7 +96,7 @@ class _Client:
     sent: int = 0
     pending: bytes = b""  # read past the node's handshake
     frames: list[bytes] = field(default_factory=list)  # its messages, signed before the run
-    tls: Sealed | None = None  # a closed group's TLS (chat.benchtls)
+    tls: Sealer | None = None  # a closed group's TLS (chat.benchtls)
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(self.tls.seal(data) if self.tls else data)
@@ -136,8 +137,7 @@ class Bench:
             key = client.key
             group = None
             if self.o.secret is not None:
-                client.tls = Sealed(self._tls_context)
-                cert = await client.tls.handshake(stream)
+                client.tls, cert = await secure(stream, self._tls_context)
                 group = Binding(proof_key(self.o.secret), cert)
 
             def hello(nonce: bytes) -> Hello:

@@ -9,11 +9,12 @@ stream. The back-pressure policy is the :class:`~chat.outbox.Outbox`'s.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -24,6 +25,9 @@ from chat.lifecycle import Closing, Reason
 from chat.outbox import OUTBOX_BYTES, OUTBOX_FRAMES, Flusher, Outbox
 from chat.protocol import Error, Frame, ProtocolError, TextLine, encode
 from chat.sockets import READ_SIZE, read_or_none
+
+if TYPE_CHECKING:
+    from chat.tls import Sealer
 
 TEXT_IDLE = 0.5  # seconds of silence after a partial plain-text line: it is a line
 BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
@@ -109,6 +113,7 @@ class Connection:
         max_bytes: int = OUTBOX_BYTES,
         flusher: Flusher | None = None,
         seen: Callable[[str, int], bool] | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.stream = stream
         self.remote = remote  # (ip, port) of the other end, when known
@@ -117,7 +122,7 @@ class Connection:
         self.decoder = Decoder(seen=seen)
         sock = getattr(stream, "socket", None)
         fd = sock.fileno() if sock is not None else None
-        self.outbox = Outbox(max_frames, max_bytes, fd, flusher)
+        self.outbox = Outbox(max_frames, max_bytes, fd, flusher, sealer)
         self.outbox.start_writer = self._start_writer
         # Who handles the frames read. An object, not a callable: a bound
         # method or partial kept per connection is some 100 bytes (W3).
@@ -251,9 +256,18 @@ class Connection:
             self.outbox.closed = True  # also when cancelled from outside
             if self._writer_scope is not None:
                 self._writer_scope.cancel()
+            self._say_goodbye()
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
             self.closed.set()  # (made now if nobody waited: later waiters return)
+
+    def _say_goodbye(self) -> None:
+        """Under TLS, a close_notify: the other side sees a clean end, not a
+        cut (best effort, never waited for)."""
+        sealer, fd = self.outbox.sealer, self.outbox.fd
+        if sealer is not None and fd is not None and not self.outbox:
+            with contextlib.suppress(OSError):
+                os.write(fd, sealer.goodbye())
 
     async def _read_loop(self) -> None:
         """Read and dispatch until the remote ends, breaks the rules or stalls.
@@ -266,7 +280,14 @@ class Connection:
         through ``receive_some``.
         """
         decoder = self.decoder
-        fd = self.outbox.fd
+        fd, sealer = self.outbox.fd, self.outbox.sealer
+        early = b""  # TLS: what came with the handshake's last flight, read with it
+        if sealer is not None:
+            try:
+                early = sealer.open(b"")
+            except trio.BrokenResourceError as exc:
+                self.finish(_reset(exc))
+                return
         while True:
             try:
                 # A plain-text line begun and left without its end is taken
@@ -274,7 +295,11 @@ class Connection:
                 # each message without a newline, as the relay seed's does).
                 idle = TEXT_IDLE if decoder.partial else math.inf
                 with trio.move_on_after(idle) as waited:
-                    if fd is None:
+                    opened = bool(early)  # (already through the sealer)
+                    if early:
+                        data, early = early, b""
+                        await trio.lowlevel.checkpoint()
+                    elif fd is None:
                         data = bytes(await self.stream.receive_some(READ_SIZE))
                     else:
                         got = read_or_none(fd)
@@ -286,6 +311,11 @@ class Connection:
                         # A read that never blocks must still let others run.
                         await trio.lowlevel.checkpoint()
                         data = got
+                    if data and sealer is not None and not opened:
+                        data = sealer.open(data)  # (TLS, chat.tls)
+                        if not data and not sealer.ended:
+                            self.heard_at = trio.current_time()
+                            continue  # part of a record: more to come
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self.finish(_reset(exc))
                 return
@@ -363,7 +393,7 @@ class Connection:
             if emptied and self.closing is None:
                 self.handler.on_drained()
         if outbox.closed and self._final:
-            final, self._final = self._final, b""
+            final, self._final = outbox.seal(self._final), b""
             while final:
                 self.writing_since = trio.current_time()
                 await trio.lowlevel.wait_writable(fd)
@@ -383,7 +413,7 @@ class Connection:
             if self.closing is None and not outbox.size:
                 self.handler.on_drained()
         if outbox.closed and self._final:
-            final, self._final = self._final, b""
+            final, self._final = outbox.seal(self._final), b""
             await self.stream.send_all(final)
 
 

@@ -56,7 +56,7 @@ from chat.role import Role
 from chat.router import Router
 from chat.sockets import keep_alive, peername
 from chat.textclient import TextSession
-from chat.tls import closed_group
+from chat.tls import Sealer, closed_group
 
 log = logging.getLogger("chat")
 
@@ -111,6 +111,7 @@ class Links:
         outgoing: bool,
         group: Binding | None = None,
         text_only: bool = False,
+        sealer: Sealer | None = None,
     ) -> Link:
         """A connection to serve; ``group``: a closed group's proofs to make
         first (§8); ``text_only``: plain-text clients only (a closed group's
@@ -123,6 +124,7 @@ class Links:
             timing=config.timing,
             flusher=self.flusher,
             seen=self._seen,
+            sealer=sealer,
         )
         flood = FloodControl(config.rate, config.burst, config.link_rate, config.patience)
         link = Link(conn, flood, self)

@@ -195,7 +195,7 @@ class Node:
                 return
             born = trio.current_time()
             try:
-                secured, refusal = await accept(
+                served, sealer, refusal = await accept(
                     stream, self.tls, born + self.config.timing.handshake
                 )
             except TlsFailed as exc:
@@ -203,7 +203,7 @@ class Node:
                 await trio.aclose_forcefully(stream)
                 return
             group = self.tls.binding() if refusal is None else None
-            link = self.links.open(secured, outgoing=False, group=group)
+            link = self.links.open(served, outgoing=False, group=group, sealer=sealer)
             link.conn.born = born  # the handshake time counts from the connection
             if refusal is not None:
                 link.conn.refuse(refusal)
@@ -266,18 +266,18 @@ class Node:
         await self.dialler.settled()
 
     async def _serve_dialled(self, stream: trio.abc.Stream, on_up: Callable[[], None]) -> LinkEnd:
-        group = None
+        group = sealer = None
         if self.tls is not None:
             where = join_addr(*peername(stream) or ("?", 0))
             born = trio.current_time()
             try:
-                stream, cert = await dial(stream, self.tls, born + self.config.timing.handshake)
+                sealer, cert = await dial(stream, self.tls, born + self.config.timing.handshake)
             except TlsFailed as exc:
                 log.warning("cannot join %s: %s", where, exc)
                 await trio.aclose_forcefully(stream)
                 return LinkEnd("", where, False, Closing(Reason.REFUSED, str(exc)))
             group = self.tls.binding(cert)
-        link = self.links.open(stream, outgoing=True, group=group)
+        link = self.links.open(stream, outgoing=True, group=group, sealer=sealer)
         link.on_up = on_up
         assert self._conns is not None
         self._conns.start_soon(self._serve, link)

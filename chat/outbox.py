@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:
+    from chat.tls import Sealer
 
 OUTBOX_FRAMES = 1024
 OUTBOX_BYTES = 2 * 1024 * 1024
 IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX"))  # buffers one writev may take
+SEAL_BATCH = 256 * 1024  # bytes sealed at a time under TLS (one write's worth)
 
 
 class Flusher:
@@ -73,6 +78,7 @@ class Outbox:
     __slots__ = (
         "_frames",
         "_marked",
+        "_sealed",
         "busy",
         "closed",
         "fd",
@@ -80,6 +86,7 @@ class Outbox:
         "max_bytes",
         "max_frames",
         "said_at",
+        "sealer",
         "size",
         "start_writer",
     )
@@ -90,6 +97,7 @@ class Outbox:
         max_bytes: int,
         fd: int | None = None,
         flusher: Flusher | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
@@ -102,9 +110,13 @@ class Outbox:
         self.start_writer: Callable[[], None] = lambda: None
         self._frames: list[bytes] = []
         self._marked = False
+        # TLS (a closed group, chat.tls): frames are sealed as they go out;
+        # what is sealed but not yet written waits here.
+        self.sealer = sealer
+        self._sealed = b""
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._frames) + bool(self._sealed)
 
     def __iter__(self) -> Iterator[bytes]:
         """The frames queued, oldest first (the same bytes objects as put)."""
@@ -143,7 +155,28 @@ class Outbox:
         self.busy = True
         self.start_writer()
 
+    def seal(self, data: bytes) -> bytes:
+        """``data`` as it goes on the wire (sealed under TLS)."""
+        return self.sealer.seal(data) if self.sealer is not None and data else data
+
     def write_to(self, fd: int) -> bool:
+        if self.sealer is not None:
+            return self._write_sealed(fd)
+        return self._write_frames(fd)
+
+    def _write_sealed(self, fd: int) -> bool:
+        """Seal what is queued (a batch at a time) and hand it to the kernel."""
+        while True:
+            if not self._sealed:
+                if not self._frames:
+                    return True
+                self._sealed = self.seal(self._take_plain(SEAL_BATCH))
+            sent = os.write(fd, self._sealed)
+            self._sealed = self._sealed[sent:]
+            if self._sealed:
+                return False
+
+    def _write_frames(self, fd: int) -> bool:
         """Hand the kernel what it takes now; True once nothing is left.
 
         ``os.writev`` takes the frames as they are, so a slow reader's
@@ -166,7 +199,14 @@ class Outbox:
         return not frames
 
     def take(self, max_bytes: int) -> bytes:
-        """What is queued, up to about ``max_bytes``, as one string (b"" if empty)."""
+        """What is queued, up to about ``max_bytes``, as one string (b"" if
+        empty), sealed under TLS."""
+        if self.sealer is None:
+            return self._take_plain(max_bytes)
+        data, self._sealed = self._sealed + self.seal(self._take_plain(max_bytes)), b""
+        return data
+
+    def _take_plain(self, max_bytes: int) -> bytes:
         frames = self._frames
         if self.size <= max_bytes:
             self._frames = []

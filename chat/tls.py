@@ -18,11 +18,13 @@ handshake record): a node of a closed group answers anything else with
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
 import ssl
 import tempfile
+import threading
 from dataclasses import dataclass
 
 import trio
@@ -36,6 +38,7 @@ from chat.keys import SigningKey
 from chat.protocol import ProtocolError
 
 TLS_RECORD = 0x16  # the first byte of a TLS handshake record
+READ_SIZE = 65536
 SNIFF_WAIT = 1.0  # seconds an accepted connection may take to send its first byte
 
 
@@ -90,6 +93,16 @@ def certificate(run: SigningKey) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key
 
 
+def client_context() -> ssl.SSLContext:
+    """A dialler's TLS 1.3 context: no certificate of its own, none checked:
+    trust comes from the proofs, not a CA (§8)."""
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    client.check_hostname = False  # (before verify_mode: ssl insists)
+    client.verify_mode = ssl.CERT_NONE
+    return client
+
+
 def make_tls(run: SigningKey, secret: bytes) -> Tls:
     """The TLS of a closed group for a node whose run key is ``run``."""
     cert_pem, key_pem = certificate(run)
@@ -104,12 +117,92 @@ def make_tls(run: SigningKey, secret: bytes) -> Tls:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
         server.load_cert_chain(cert_path, key_path)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.minimum_version = ssl.TLSVersion.TLSv1_3
-    client.check_hostname = False  # (before verify_mode: ssl insists)
-    client.verify_mode = ssl.CERT_NONE  # trust comes from the proofs, not a CA
+    client = client_context()
     der = ssl.PEM_cert_to_DER_cert(cert_pem.decode("ascii"))
     return Tls(server, client, hashlib.sha256(der).digest(), proof_key(secret))
+
+
+class Sealer:
+    """TLS on a connection, as a record layer: bytes in, bytes out.
+
+    An :class:`ssl.SSLObject` over memory BIOs. A connection keeps reading
+    and writing its socket directly (``os.read``, ``writev``: chat.outbox)
+    and seals what it sends and opens what it reads here; with trio's
+    :class:`~trio.SSLStream` every small write of a hub's fan-out went
+    through a lock, a task and the stream layers (docs/benchmarks.md,
+    closed W2). A lock makes it safe for the bench's reader thread too.
+    """
+
+    def __init__(self, context: ssl.SSLContext, *, server_side: bool) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side)
+        self._lock = threading.Lock()
+        self.ended = False  # the other side's close_notify has arrived: its end
+
+    async def handshake(self, stream: trio.abc.Stream, prefix: bytes = b"") -> None:
+        """The TLS handshake over ``stream`` (``prefix``: bytes already read)."""
+        if prefix:
+            self._incoming.write(prefix)
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if out := self._outgoing.read():
+                    await stream.send_all(out)
+                data = await stream.receive_some(READ_SIZE)
+                if not data:
+                    raise trio.BrokenResourceError("closed during the TLS handshake") from None
+                self._incoming.write(data)
+        if out := self._outgoing.read():
+            await stream.send_all(out)
+
+    def version(self) -> str | None:
+        return self._tls.version()
+
+    def peer_cert(self) -> bytes:
+        """SHA-256 of the certificate the other side presented (b"" if none)."""
+        der = self._tls.getpeercert(binary_form=True)
+        return hashlib.sha256(der).digest() if der else b""
+
+    def seal(self, data: bytes) -> bytes:
+        """What to write to the socket to send ``data``."""
+        with self._lock:
+            view = memoryview(data)
+            while view:
+                view = view[self._tls.write(view) :]
+            return self._outgoing.read()
+
+    def open(self, data: bytes) -> bytes:
+        """What ``data`` read from the socket says (possibly nothing yet).
+        After the other side's close_notify, nothing more: :attr:`ended`."""
+        out = []
+        with self._lock:
+            if self.ended:
+                return b""
+            self._incoming.write(data)
+            while True:
+                try:
+                    chunk = self._tls.read(READ_SIZE)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    chunk = b""
+                except ssl.SSLError as exc:
+                    raise trio.BrokenResourceError(f"TLS: {exc.reason or exc}") from exc
+                if not chunk:  # close_notify (ssl reads it as b"")
+                    self.ended = True
+                    break
+                out.append(chunk)
+        return b"".join(out)
+
+    def goodbye(self) -> bytes:
+        """The close_notify to send last, so the other side sees a clean end."""
+        with self._lock:
+            with contextlib.suppress(ssl.SSLError):  # (its answer is not waited for)
+                self._tls.unwrap()
+            return self._outgoing.read()
 
 
 class PrefixStream(trio.abc.Stream):
@@ -138,7 +231,7 @@ class PrefixStream(trio.abc.Stream):
 
 
 def _reason(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc
+    cause = exc if isinstance(exc, ssl.SSLError) else (exc.__cause__ or exc)
     if isinstance(cause, ssl.SSLError):
         if "WRONG_VERSION_NUMBER" in str(cause) or "record layer failure" in str(cause):
             return "it answered in plain text, not TLS: an open group (no secret)?"
@@ -150,9 +243,10 @@ def _reason(exc: BaseException) -> str:
 
 async def accept(
     stream: trio.abc.Stream, tls: Tls, deadline: float
-) -> tuple[trio.abc.Stream, ProtocolError | None]:
-    """An accepted connection of a closed group: TLS once its handshake is
-    done, or the stream as it came with the refusal to give it.
+) -> tuple[trio.abc.Stream, Sealer | None, ProtocolError | None]:
+    """An accepted connection of a closed group: the stream, and its TLS
+    once the handshake is done; or the stream as it came, with the refusal
+    to give it.
 
     Raises :class:`TlsFailed` when a TLS handshake fails or ``deadline``
     (trio time) passes.
@@ -160,34 +254,32 @@ async def accept(
     data = b""
     with trio.move_on_after(SNIFF_WAIT):
         try:
-            data = bytes(await stream.receive_some(65536))
+            data = bytes(await stream.receive_some(READ_SIZE))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise TlsFailed("closed before saying anything") from None
     if not data or data[0] != TLS_RECORD:
         # Plain TCP (a node of an open group, netcat), or silence: told why
         # in its own dialect, by the connection (links.py).
-        return PrefixStream(stream, data), closed_group()
-    secured = trio.SSLStream(PrefixStream(stream, data), tls.server, server_side=True)
+        return PrefixStream(stream, data), None, closed_group()
+    sealer = Sealer(tls.server, server_side=True)
     try:
         with trio.fail_at(deadline):
-            await secured.do_handshake()
-    except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+            await sealer.handshake(stream, data)
+    except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError, OSError) as exc:
         raise TlsFailed(_reason(exc)) from None
-    return secured, None
+    return stream, sealer, None
 
 
-async def dial(
-    stream: trio.abc.Stream, tls: Tls, deadline: float
-) -> tuple[trio.SSLStream[trio.abc.Stream], bytes]:
+async def dial(stream: trio.abc.Stream, tls: Tls, deadline: float) -> tuple[Sealer, bytes]:
     """TLS over a dialled stream; the SHA-256 of the certificate the other
     side presented. :class:`TlsFailed` if the handshake fails."""
-    secured = trio.SSLStream(stream, tls.client, server_side=False)
+    sealer = Sealer(tls.client, server_side=False)
     try:
         with trio.fail_at(deadline):
-            await secured.do_handshake()
-    except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+            await sealer.handshake(stream)
+    except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError, OSError) as exc:
         raise TlsFailed(_reason(exc)) from None
-    der = secured.getpeercert(binary_form=True)
-    if not der:
+    cert = sealer.peer_cert()
+    if not cert:
         raise TlsFailed("the other side presented no certificate")
-    return secured, hashlib.sha256(der).digest()
+    return sealer, cert

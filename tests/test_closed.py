@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from harness import Group, NodeHandle
@@ -30,7 +31,7 @@ from chat.group import MIN_SECRET, proof_key
 from chat.handshake import Handshake
 from chat.keys import SigningKey
 from chat.protocol import Error, GroupAuth, GroupHello, Hello, encode, make_hello
-from chat.tls import certificate, make_tls
+from chat.tls import Sealer, certificate, client_context, make_tls
 
 SECRET = b"the test group's secret, 32 bytes"
 OTHER = b"another group's secret, 32 bytes!"
@@ -68,8 +69,9 @@ async def test_members_chat_over_tls_and_outsiders_learn_nothing(
         alice, bob = await members(group, "alice", "bob")
         await still_chatting(alice, bob, "only members read this")
         link = alice.node.neighbours[bob.id]
-        assert isinstance(link.conn.stream, trio.SSLStream)
-        assert link.conn.stream.version() == "TLSv1.3"
+        sealer = link.conn.outbox.sealer
+        assert sealer is not None
+        assert sealer.version() == "TLSv1.3"
 
         # A node with another secret: refused inside TLS, on both sides.
         eve = await group.start("eve", secret=OTHER)
@@ -356,3 +358,73 @@ def test_a_certificate_is_for_the_run_key() -> None:
     assert public == run.public
     assert cert.subject == cert.issuer  # self-signed
     assert b"PRIVATE KEY" in key_pem
+
+
+# --------------------------------------------------------------------------
+# The record layer
+
+
+async def test_a_close_notify_ends_what_the_sealer_opens() -> None:
+    # A member that closes TLS cleanly: ssl reads its close_notify as b"";
+    # that is the end of the stream, not a read to repeat (it once looped,
+    # taking all memory), and nothing after it is opened.
+    tls = make_tls(SigningKey(), SECRET)
+    near, far = trio.testing.memory_stream_pair()
+    server, client = (
+        Sealer(tls.server, server_side=True),
+        Sealer(client_context(), server_side=False),
+    )
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handshake, near)
+            await client.handshake(far)
+    assert client.version() == server.version() == "TLSv1.3"
+    assert server.open(client.seal(b"hello\n")) == b"hello\n"
+    assert server.open(client.goodbye()) == b""
+    assert server.ended
+    assert server.open(b"\x17\x03\x03\x00\x20" + bytes(32)) == b""  # (after it: ignored)
+
+
+class _HoldAfterFirst(trio.abc.Stream):
+    """A client's side that passes its first send (the ClientHello) and holds
+    the rest (its Finished), to be sent with data in one segment."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner, self.sends, self.held = inner, 0, b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.sends += 1
+        if self.sends == 1:
+            await self.inner.send_all(data)
+        else:
+            self.held += bytes(data)
+            await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return bytes(await self.inner.receive_some(max_bytes))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_data_that_comes_with_the_handshake_is_not_left_behind() -> None:
+    # A dialler's first frame may travel in the same segment as its TLS
+    # Finished: the acceptor's handshake reads both, and what it read beyond
+    # the handshake must reach the connection (it once waited for the next
+    # segment, which never came: the dialler waits for an answer).
+    tls = make_tls(SigningKey(), SECRET)
+    near, far = trio.testing.memory_stream_pair()
+    server, client = (
+        Sealer(tls.server, server_side=True),
+        Sealer(client_context(), server_side=False),
+    )
+    holding = _HoldAfterFirst(far)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handshake, near)
+            await client.handshake(holding)
+            await far.send_all(holding.held + client.seal(b'{"type":"group_hello"}\n'))
+    assert server.open(b"") == b'{"type":"group_hello"}\n'
