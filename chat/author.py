@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from chat.keys import SigningKey
 from chat.protocol import Event, make_event
@@ -33,11 +34,16 @@ class Author:
     def __post_init__(self) -> None:
         self.id = self.key.node_id
 
-    def make(self, kind: str, ts: float, **extra: str) -> Event:
-        """The author's next event, signed, with its wire bytes."""
+    def make(self, kind: str, ts: float, **extra: Any) -> Event:
+        """The author's next event, signed, with its wire bytes.
+
+        ``text`` and ``node`` are a msg's and a lost's own members; the rest
+        of ``extra`` are extension members (a pm's, a /me's), after the
+        badge on join and nick.
+        """
         self.seq += 1
-        badge = self.badge if kind in _BADGED else None
-        text, node = extra.pop("text", ""), extra.pop("node", "")
+        text, node = str(extra.pop("text", "")), str(extra.pop("node", ""))
+        members = {**(self.badge if kind in _BADGED else {}), **extra}
         return make_event(
-            kind, self.key, self.seq, ts, self.name, text=text, node=node, extra=badge
+            kind, self.key, self.seq, ts, self.name, text=text, node=node, extra=members
         )

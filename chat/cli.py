@@ -26,6 +26,7 @@ from chat.options import Files, config_from, load_files, parse_args, raise_fd_li
 from chat.peer import PeerRole
 from chat.plain import Transcript, note, stdin_lines
 from chat.protocol import MAX_NAME, ProtocolError, name_problem
+from chat.sockets import dialable
 from chat.ui import ChatUI
 
 log = logging.getLogger("chat")
@@ -110,12 +111,26 @@ def status_text(node: Node) -> str:
         state = "leaving"
     elif node.neighbours:
         state = "connected"
+    elif node.dialler.trying:
+        state = "still trying " + ", ".join(node.dialler.trying)
     else:
         state = "alone (waiting for peers)"
     parts = [f"{node.name} on port {node.listen_port}", state, f"{peers} peer{'s' * (peers != 1)}"]
     if hubs:
         parts.append(f"{hubs} hub{'s' * (hubs != 1)}")
+    mentions = node.attention.mentions
+    if mentions:
+        parts.append(f"{mentions} mention{'s' * (mentions != 1)}")
     return " | ".join(parts)
+
+
+def ready_text(node: Node, host: str) -> str:
+    """The first line: who, with which identity, where others can dial."""
+    where = join_addr(dialable(host), node.listen_port or 0)
+    return (
+        f"ready: {node.name} ({node.fingerprint}) on {where} \u2014 others join with:"
+        f" trio-chat peer 0 {where}; /help for commands"
+    )
 
 
 def _files(args: argparse.Namespace) -> Files | None:
@@ -181,6 +196,10 @@ def run_peer(args: argparse.Namespace) -> int:
     async def front() -> None:
         where = join_addr(args.host, node.listen_port or 0)
         log.info("listening on %s as %s (identity %s)", where, name, node.fingerprint)
+        log.info("%s", ready_text(node, args.host))
+        if node.config.log is not None:
+            for line in node.config.log.replay():
+                log.info("[log] %s", line)
         if node.tls is not None:
             log.info("this is %s", _ready(node, args, plain))
         await drive(node, stdin_lines(sys.stdin.fileno()), note)
@@ -211,14 +230,15 @@ def _run_interactive(
         log.handlers[:] = [_UIHandler(ui)]
         ui.status = lambda: status_text(node)
         ui.prompt_name = lambda: node.name
+        ui.attention, ui.own = node.attention, lambda: node.id
+        ui.names = lambda: [
+            node.members.display_name(m.node) for m in node.members.present() if m.node != node.id
+        ]
 
         async def front() -> None:
-            where = join_addr(args.host, node.listen_port or 0)
-            peers = sum(1 for link in node.neighbours.values() if link.is_peer)
-            ui.note(
-                f"ready: {node.name} on {where}, {peers} peers, identity {node.fingerprint}"
-                " \u2014 /help for commands"
-            )
+            ui.note(ready_text(node, args.host))
+            for line in node.config.log.replay() if node.config.log else ():
+                ui.note(f"[log] {line}")
             if node.tls is not None:
                 ui.note(f"this is {_ready(node, args, plain)}")
             await drive(node, ui.lines, ui.note)

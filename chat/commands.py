@@ -12,13 +12,27 @@ from dataclasses import dataclass
 HELP = """\
 commands:
   /help              this list
-  /peers             who is present: name, fingerprint, address, direct or via whom
+  /peers, /names     who is present: name, fingerprint, address, direct or via whom
   /whois NAME        who that is: identity, node, address, route, since when
   /nick NAME         change your name
+  /me ACTION         say what you do: * alice waves
+  /msg NAME TEXT     a private message, sealed to NAME alone (bob~XXXX if two)
+  /reply TEXT        answer the last private message
+  /ignore [NAME]     hide NAME's lines (by identity); alone: list who is hidden
+  /unignore NAME     show NAME's lines again
+  /bell off|mentions|all  when to ring the terminal bell (default mentions)
   /connect HOST:PORT dial another peer or hub
-  /exit, /quit       leave the chat (also Ctrl+D, Ctrl+C)
+  /exit, /quit       leave the chat (also Ctrl+D; Ctrl+C on an empty line)
   //text             send a message that starts with "/"
+Tab completes commands and names; Ctrl+C clears a line you are typing.
 anything else is sent as a message."""
+
+
+# What Tab completes after "/" (chat.ui).
+COMMAND_NAMES = (
+    "help", "peers", "names", "whois", "nick", "me", "msg", "reply",
+    "ignore", "unignore", "bell", "connect", "exit", "quit",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from chat.identity import KnownNames
 from chat.keys import SigningKey
+from chat.logfile import ChatLog
 from chat.state import HISTORY_BYTES, MAX_ORIGINS
 
 
@@ -28,6 +29,8 @@ class Config:
     identity: SigningKey | None = None  # the person's key; None: known by the run key alone
     known: KnownNames | None = None  # names seen before, and whose (None: remember nothing)
     secret: bytes | None = None  # a closed group's secret (§8); None: an open group
+    highlights: tuple[str, ...] = ()  # words that catch the person's eye, besides their name
+    log: ChatLog | None = None  # where every line shown is appended (--log)
     history: int = 1000  # events kept for catch-up (§6)
     history_bytes: int = HISTORY_BYTES  # and at most this many bytes of them
     degree: int = 8  # peers to dial by peer exchange (§7)

@@ -26,6 +26,7 @@ log = logging.getLogger("chat")
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
+STILL_TRYING = 3  # failed tries of a command-line address before it is said again
 LEARNED_TRIES = 3  # dials of an address learned by peer exchange (§7)
 
 
@@ -60,6 +61,7 @@ class Dialler:
         timeout: float,
         open_stream: OpenStream = _open_tcp,
     ) -> None:
+        self.trying: dict[str, str] = {}  # command-line addresses long unanswered: why
         self._serve = serve
         self._wait_unlinked = wait_unlinked
         self._open = open_stream
@@ -151,11 +153,16 @@ class Dialler:
                             why(exc),
                             BACKOFF_MAX,
                         )
+                    if failures == STILL_TRYING and persistent:
+                        # Said once, and kept for the toolbar until it answers.
+                        self.trying[where] = why(exc)
+                        log.warning("still trying %s: %s", where, why(exc))
                     await trio.sleep(delay)
                     delay = min(delay * 2, BACKOFF_MAX)
                     continue
                 if failures and persistent:
                     log.info("reached %s after %d failed tries", where, failures)
+                self.trying.pop(where, None)
                 failures = 0
                 end = await self._serve(stream, settle)
                 settle()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import trio
 
 from chat.addr import split_addr
+from chat.attention import BELL_MODES
 from chat.commands import HELP, Command, Say, parse
 from chat.members import Member
 from chat.node import Node
@@ -42,8 +43,26 @@ def _command(node: Node, command: Command) -> Outcome:
         return Outcome(leave=True)
     if name == "help":
         return Outcome(HELP.splitlines())
-    if name == "peers":
+    if name in ("peers", "names"):
         return Outcome(peers_lines(node))
+    if name == "me":
+        if not arg:
+            return Outcome(["usage: /me ACTION"])
+        problem = node.say(arg, action=True)
+        return Outcome([f"not sent: {problem}"]) if problem else Outcome(sent=True)
+    if name == "msg":
+        who, _, text = arg.partition(" ")
+        if not who or not text.strip():
+            return Outcome(["usage: /msg NAME TEXT"])
+        problem = node.private(who, text.strip())
+        return Outcome([f"not sent: {problem}"]) if problem else Outcome(sent=True)
+    if name == "reply":
+        if not arg:
+            return Outcome(["usage: /reply TEXT"])
+        problem = node.reply(arg)
+        return Outcome([f"not sent: {problem}"]) if problem else Outcome(sent=True)
+    if name in ("ignore", "unignore", "bell"):
+        return Outcome(attention_command(node, name, arg))
     if name == "whois":
         if not arg:
             return Outcome(["usage: /whois NAME"])
@@ -61,6 +80,37 @@ def _command(node: Node, command: Command) -> Outcome:
             return Outcome([f"already dialling {arg}"])
         return Outcome([f"dialling {arg}"])
     return Outcome([f"unknown command /{name}; /help lists the commands"])
+
+
+def attention_command(node: Node, name: str, arg: str) -> list[str]:
+    """/ignore, /unignore and /bell (chat.attention)."""
+    attention = node.attention
+    if name == "bell":
+        if arg not in BELL_MODES:
+            return [f"usage: /bell off|mentions|all (now {attention.bell})"]
+        attention.bell = arg
+        return [f"bell: {arg}"]
+    if name == "ignore" and not arg:
+        if not attention.ignored:
+            return ["nobody is ignored"]
+        return [f"ignoring {who} ({fp})" for fp, who in attention.ignored.items()]
+    if name == "unignore":
+        gone = [fp for fp, who in attention.ignored.items() if arg in (who, fp)]
+        gone += [
+            m.fingerprint for m in node.members.find(arg) if m.fingerprint in attention.ignored
+        ]
+        for fp in set(gone):
+            del attention.ignored[fp]
+        return [f"no longer ignoring {arg}"] if gone else [f"{arg} is not ignored"]
+    found = [m for m in node.members.find(arg) if m.node != node.id]
+    if not found:
+        return [f"nobody called {arg} is here; /peers lists who is"]
+    if len(found) > 1:
+        names = ", ".join(node.members.display_name(m.node) for m in found)
+        return [f"{arg} is more than one person: say which ({names})"]
+    member = found[0]
+    attention.ignored[member.fingerprint] = member.name
+    return [f"ignoring {member.name} ({member.fingerprint}): their lines are hidden, not stopped"]
 
 
 def peers_lines(node: Node) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import trio
 
@@ -43,7 +44,6 @@ from chat.protocol import (
     Duplicate,
     Error,
     Event,
-    EventKind,
     Frame,
     Hello,
     Peers,
@@ -95,9 +95,27 @@ class Links:
         )
         self.origins = OriginBudgets(config.origin_rate, config.origin_burst, config.max_origins)
 
-    def originate(self, author: Author, kind: EventKind, **extra: str) -> Event:
+    def originate(self, author: Author, kind: str, **extra: Any) -> Event:
         """For the text sessions: an event of theirs, created here."""
         return self.router.originate(author, kind, **extra)
+
+    def private(self, author: Author, name: str, text: str) -> str | None:
+        """For the text sessions: a private message of theirs, sealed here (§4)."""
+        return self.router.private(author, name, text)
+
+    def reply(self, author: Author, text: str) -> str | None:
+        last = self.router.last_private.get(author.id)
+        if last is None:
+            return "nobody has written to you privately"
+        return self.router.private_to(author, last, text)
+
+    def names(self) -> list[str]:
+        """For the text sessions' /peers: who is present, with fingerprints."""
+        members = self.router.members
+        present = members.present()
+        lines = [f"{len(present)} present:"]
+        lines += [f"  {members.display_name(m.node)}  {m.fingerprint}" for m in present]
+        return lines
 
     @property
     def run_key(self) -> SigningKey:
@@ -195,6 +213,7 @@ class Links:
         self._admit(conn, text=True)
         keep_alive(conn.stream, conn.timing.ping_after)  # (it cannot answer pings)
         session = TextSession(conn, link.flood, self, self.router.audience)
+        self.router.boxes[session.author.id] = session.box  # it reads its private messages here
         self.connections[conn] = session
         session.open()
         return session
@@ -325,6 +344,7 @@ class Links:
     def _closed(self, peer: Peer, closing: Closing) -> None:
         if isinstance(peer, TextSession):
             self.router.audience.sessions.discard(peer)
+            self.router.boxes.pop(peer.author.id, None)
             if not peer.joined:  # it never spoke: nobody was told it came
                 self.role.closed_unheard(peer.where, closing)
                 return

@@ -14,7 +14,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 
 from chat.identity import Who, who_of
-from chat.keys import fingerprint
+from chat.keys import fingerprint, unb64
 from chat.names import skeleton
 from chat.protocol import Event
 from chat.state import MAX_ORIGINS, Delivery, Gap
@@ -38,6 +38,9 @@ class Entry:
     # False for an event of a kind this node does not know (§4): no line for
     # a person, but --json passes its fields through.
     shown: bool = True
+    action: bool = False  # a /me line: "* alice waves"
+    to: str = ""  # a private message's recipient (a node id), shown to it alone
+    outgoing: bool = False  # a private message this node sent: "-> bob: text"
 
 
 @dataclass(slots=True)
@@ -48,6 +51,7 @@ class Member:
     fingerprint: str = ""  # its identity's, or its run key's (chat.identity.Who)
     person: bool = False  # an identity certified it
     host: str = ""  # the node vouching for it (a plain-text client)
+    box: bytes = b""  # its box key, for private messages (chat.private)
     since: float = 0.0  # when it was first heard of (time of day)
     skeleton: str = ""  # what its name looks like (chat.names)
 
@@ -123,8 +127,11 @@ class Membership:
             return self._depart(event.origin, event, history)
         self._heard(event)
         entry = self._entry(event, history, self.display_name(event.origin), text=event.text)
+        if event.kind == "msg" and event.extra.get("me") is True:
+            return replace(entry, action=True)  # /me (§4): an older node shows <name> text
         if not event.known:
-            return replace(entry, shown=False)  # kept and forwarded, not shown (§4)
+            # Kept and forwarded, not shown (§4); a pm is opened by chat.screen.
+            return replace(entry, shown=False, to=str(event.extra.get("to", "")))
         return entry
 
     def _depart(self, node: str, event: Event, history: bool) -> Entry | None:
@@ -152,6 +159,7 @@ class Membership:
         if event.kind in ("join", "nick"):
             who = who_of(event)
             member.fingerprint, member.person, member.host = who.fingerprint, who.person, who.host
+            member.box = unb64(str(event.extra.get("box", "")), 32) or b""
         self._set(member, event.name, member.present or present)
         return who
 

@@ -27,10 +27,12 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import trio
 
 from chat.addr import join_addr
+from chat.attention import Attention
 from chat.author import Author
 from chat.config import Config
 from chat.dialler import Dialler, LinkEnd
@@ -40,8 +42,10 @@ from chat.lifecycle import Closing, Reason
 from chat.link import Link
 from chat.links import Links
 from chat.listener import Acceptor
+from chat.members import Entry
 from chat.names import name_problem, text_problem
-from chat.protocol import Event, EventKind, Hello, ProtocolError, make_hello
+from chat.private import BoxKey
+from chat.protocol import Event, Hello, ProtocolError, make_hello
 from chat.role import Role
 from chat.router import Router, Sink
 from chat.sockets import peername
@@ -57,10 +61,24 @@ class Node:
         self.config = config
         self.role = role or Role()
         run = SigningKey()  # this run's key: the node id is its hash (§2)
+        self.box = BoxKey()  # this run's box key: private messages to us (§4)
         badge = certificate(config.identity, run) if config.identity else {}
+        badge = {**badge, **self.box.badge()}
         self.me = Author(config.name, run, badge)
         # A closed group's TLS (§8): a certificate for this run key, the proof key.
         self.tls = make_tls(run, config.secret) if config.secret is not None else None
+        # What deserves the person's attention, and whom they ignore; every
+        # line shown to them is logged (--log) and filtered here.
+        self.attention = Attention(lambda: self.me.name, config.highlights)
+        person = sink or (lambda entry: None)
+
+        def shown(entry: Entry) -> None:
+            if self.attention.hidden(entry):
+                return
+            if config.log is not None:
+                config.log.write(entry)
+            person(entry)
+
         router = self.router = Router(
             self.me,
             history=config.history,
@@ -69,9 +87,10 @@ class Node:
             quiet_after=config.timing.dead_after,
             max_origins=config.max_origins,
             known=config.known,
-            sink=sink or (lambda entry: None),
+            sink=shown,
             on_event=self._on_event,
         )
+        router.boxes[self.me.id] = self.box
         self.links = Links(config, router, self.role, self.hello)
         # The parts' state, under the names the roles and front ends use.
         self.sequencer, self.history = router.sequencer, router.history
@@ -308,17 +327,33 @@ class Node:
 
     # ------------------------------------------------------- the person's events
 
-    def originate(self, author: Author, kind: EventKind, **extra: str) -> Event:
+    def originate(self, author: Author, kind: str, **extra: Any) -> Event:
         """Create an event of ``author``'s: encode once, record, flood, show."""
         return self.router.originate(author, kind, **extra)
 
-    def say(self, text: str) -> str | None:
-        """Send a message as this node; the reason if it cannot be sent."""
+    def say(self, text: str, *, action: bool = False) -> str | None:
+        """Send a message as this node (``action``: a /me); the reason if it
+        cannot be sent."""
         problem = text_problem(text)
         if problem or self.stopping:
             return problem or "leaving"
-        self.originate(self.me, "msg", text=text)
+        if action:
+            self.originate(self.me, "msg", text=text, me=True)
+        else:
+            self.originate(self.me, "msg", text=text)
         return None
+
+    def private(self, name: str, text: str) -> str | None:
+        """``/msg NAME text``: sealed to that one member (§4); the reason if not."""
+        if self.stopping:
+            return "leaving"
+        return self.router.private(self.me, name, text)
+
+    def reply(self, text: str) -> str | None:
+        """``/reply text``: to whoever last wrote to us privately."""
+        if self.stopping:
+            return "leaving"
+        return self.links.reply(self.me, text)
 
     def rename(self, name: str) -> str | None:
         """Change this node's name (a ``nick`` event); the reason if refused."""

@@ -15,6 +15,7 @@ from chat.config import Config, Timing
 from chat.group import SECRET_ENV, load_secret
 from chat.identity import KnownNames, config_dir, load_identity
 from chat.keys import SigningKey
+from chat.logfile import ChatLog
 from chat.protocol import name_problem
 from chat.state import HISTORY_BYTES
 
@@ -70,8 +71,12 @@ def config_from(
     max_connections = args.max_connections
     if max_connections is None:
         max_connections = max(16, fd_limit - RESERVED_FDS) if fd_limit else 1024
+    words = getattr(args, "highlight", "") or ""
+    log_path = getattr(args, "log", None)
     return Config(
         name,
+        highlights=tuple(w.strip() for w in words.split(",") if w.strip()),
+        log=ChatLog(log_path, json_mode=args.log_json) if log_path else None,
         identity=identity,
         known=known,
         secret=secret,
@@ -151,8 +156,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser.add_argument("--version", action="version", version=f"trio-chat {__version__}")
     parser.add_argument(
         "role",
-        choices=["peer", "hub", "bench", "secret"],
-        help="run a mesh peer, a hub, or the load tool; or make a group secret",
+        choices=["peer", "join", "hub", "bench", "secret"],
+        help="run a mesh peer (join HOST:PORT: a peer on any free port that dials it),"
+        " a hub, or the load tool; or make a group secret",
     )
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
@@ -268,6 +274,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     peer.add_argument("--name", type=_name, help="your name (default: asked, or your login name)")
     peer.add_argument("--json", action="store_true", help="transcript as JSON lines")
     peer.add_argument(
+        "--highlight",
+        metavar="WORD,...",
+        default="",
+        help="words that highlight a line and ring the bell, besides your name",
+    )
+    peer.add_argument(
+        "--log",
+        metavar="PATH",
+        help="append every line shown to this file (mode 0600); %%Y-%%m-%%d in it rotates"
+        " the file daily. One path per group: at start its last lines are shown again",
+    )
+    peer.add_argument("--log-json", action="store_true", help="log JSON lines, as --json")
+    peer.add_argument(
         "--known-names",
         metavar="PATH|none",
         help="where names seen before and their fingerprints are kept, to warn of a"
@@ -307,6 +326,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     top, roles = build_parser()
     first = top.parse_args(argv)
+    if first.role == "join":  # trio-chat join HOST:PORT = trio-chat peer 0 HOST:PORT
+        args = roles["peer"].parse_intermixed_args(["0", *first.args])
+        if not args.dial:
+            roles["peer"].error("join needs the HOST:PORT of a peer or hub to join")
+        args.role = "peer"
+        return args
     args = roles[first.role].parse_intermixed_args(first.args)
     args.role = first.role
     return args

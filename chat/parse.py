@@ -51,7 +51,7 @@ _SIG_END = re.compile(rb',"sig":"[A-Za-z0-9_-]{86}"\}\Z')
 _COMMON = frozenset({"type", "origin", "seq", "ts", "name", "key", "sig"})
 _OWN = {"msg": "text", "lost": "node"}
 # Identity members of join and nick (§2): a person's, or a host's voucher.
-_IDENTITY = {"identity": 32, "cert": 64, "host_key": 32, "vouch": 64}
+_IDENTITY = {"identity": 32, "cert": 64, "host_key": 32, "vouch": 64, "box": 32}
 
 
 def is_node_id(value: object) -> bool:

@@ -49,7 +49,13 @@ def describe(entry: Entry) -> str:
     who = safe(entry.who)
     kind = entry.kind
     if kind == "msg":
+        if entry.action:
+            return f"* {who} {safe(entry.text)}"
         return f"<{who}> {safe(entry.text)}"
+    if kind == "pm":
+        if entry.outgoing:
+            return f"-> {who}: {safe(entry.text)}"
+        return f"[private] <{who}> {safe(entry.text)}"
     if kind == "join":
         return f"*** {who} joined"
     if kind == "leave":
@@ -98,6 +104,8 @@ def as_json(entry: Entry) -> str:
         obj["history"] = entry.history
         if entry.sent is not None:
             obj["shown_at"] = entry.ts  # its ts was too far off this node's clock
+        if entry.kind == "pm" and entry.shown:  # opened here: the text, and with whom
+            obj.update(text=entry.text, private_with=entry.who, outgoing=entry.outgoing)
     if entry.fingerprint:
         obj["fingerprint"] = entry.fingerprint
     return json.dumps(obj, ensure_ascii=False)

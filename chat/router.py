@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
 
 import trio
 
@@ -23,11 +26,14 @@ from chat.identity import KnownNames
 from chat.keys import node_id, verify
 from chat.link import Link
 from chat.members import Entry, Membership
-from chat.protocol import CaughtUp, Event, EventKind
+from chat.names import text_problem
+from chat.private import BoxKey, Sealed, seal
+from chat.protocol import CaughtUp, Event
 from chat.screen import Screen
 from chat.state import MAX_ORIGINS, Delivery, History, Sequencer
 from chat.textclient import TextAudience
 
+MAX_SENT_PRIVATE = 1000  # private messages sent, remembered until shown back
 BAD_LOG_EVERY = 60.0  # seconds between log lines about one link's bad signatures
 CATCH_UP_BYTES = 4 << 20  # catch-up sent to a newcomer at most (its most recent part)
 LAST_WORDS_BYTES = 1 << 20  # what a lagging link is still sent when this node leaves
@@ -65,6 +71,13 @@ class Router:
         self.neighbours: dict[str, Link] = {}  # node id -> the one active link to it
         self.audience = TextAudience()  # plain-text clients that have not left
         self.gaps = Changes()  # a gap opened: the gap timer's deadline may move
+        # Private messages (chat.private): the box keys of who reads them here
+        # (this node, the clients it hosts), what we sent (we cannot open it),
+        # and who last wrote to each of ours privately (/reply).
+        self.boxes: dict[str, BoxKey] = {}
+        self.sent_private: OrderedDict[tuple[str, int], tuple[str, str]] = OrderedDict()
+        self.last_private: dict[str, str] = {}
+        self.screen.private = self._open_private
         self.signature_checks = 0  # events whose signature was checked (§4)
         self.bad_signatures = 0  # and dropped because it did not hold
         self.changes = Changes()  # an event was accepted or a line shown
@@ -115,7 +128,7 @@ class Router:
             )
         return False
 
-    def originate(self, author: Author, kind: EventKind, **extra: str) -> Event:
+    def originate(self, author: Author, kind: str, **extra: Any) -> Event:
         """Create an event of ``author``'s: encode once, record, flood, show."""
         event = author.make(kind, time.time(), **extra)
         self.sequencer.record_own(author.id, author.seq)
@@ -207,6 +220,60 @@ class Router:
 
     def _show(self, entries: list[Entry]) -> None:
         for entry in entries:
+            if entry.kind == "pm":
+                # To its one reader here, if any: this node's person or a client.
+                if entry.shown and (entry.to if not entry.outgoing else entry.origin) == self.me.id:
+                    self.sink(entry)
+                elif entry.shown:
+                    self.audience.show_private(entry)
+                continue
             self.sink(entry)
             self.audience.show(entry)
         self.changes.notify()
+
+    # ------------------------------------------------------------ private
+
+    def private(self, author: Author, name: str, text: str) -> str | None:
+        """Send ``text`` from ``author`` to the one present member shown as
+        ``name``, sealed to it (chat.private); the reason if it cannot be."""
+        found = [m for m in self.members.find(name) if m.node != author.id]
+        if not found:
+            return f"nobody called {name} is here; /peers lists who is"
+        if len(found) > 1:
+            names = ", ".join(self.members.display_name(m.node) for m in found)
+            return f"{name} is more than one person: say which ({names})"
+        return self.private_to(author, found[0].node, text)
+
+    def private_to(self, author: Author, node: str, text: str) -> str | None:
+        member = self.members.get(node)
+        if member is None or not member.present:
+            return "they are not here any more"
+        if not member.box:
+            return f"{member.name} cannot receive private messages (an older trio-chat)"
+        problem = text_problem(text)
+        if problem:
+            return problem
+        sealed = seal(text, member.box, author.id, node)
+        self.sent_private[(author.id, author.seq + 1)] = (self.members.display_name(node), text)
+        while len(self.sent_private) > MAX_SENT_PRIVATE:
+            self.sent_private.popitem(last=False)
+        self.originate(author, "pm", **sealed.members(node))
+        return None
+
+    def _open_private(self, entry: Entry) -> Entry:
+        event = entry.event
+        assert event is not None
+        sent = self.sent_private.pop(event.key, None)
+        if sent is not None:
+            who, text = sent
+            return replace(entry, who=who, text=text, to=event.origin, outgoing=True, shown=True)
+        box = self.boxes.get(entry.to)
+        pair = Sealed.of(dict(event.extra)) if box is not None else None
+        if box is None or pair is None or pair[0] != entry.to:
+            return entry  # not to anyone here: kept and forwarded, not shown
+        opened = box.open(pair[1], event.origin, entry.to)
+        if opened is None:
+            log.warning("a private message from %s could not be opened", entry.who)
+            return entry
+        self.last_private[entry.to] = event.origin
+        return replace(entry, text=opened, shown=True)

@@ -21,6 +21,7 @@ ends, three rules a remote must not be able to talk around (issue 11):
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 
 from chat.identity import KnownNames
@@ -43,6 +44,8 @@ class Screen:
         max_origins: int = MAX_ORIGINS,
     ) -> None:
         self.max_origins = max_origins
+        # Opens a private message to this node or a client it hosts (chat.router).
+        self.private: Callable[[Entry], Entry] = lambda entry: entry
         self.members = members
         self.quiet_after = quiet_after
         self.own = own  # this node's id: what it saw itself is not in doubt
@@ -109,6 +112,8 @@ class Screen:
         skewed = ts > wall + MAX_SKEW or (live and ts < wall - MAX_SKEW)
         history = not live and not skewed and ts < joined
         entry = self.members.apply(delivery, history)
+        if entry is not None and entry.kind == "pm":
+            entry = self.private(entry)  # opened if it is to us (chat.router)
         if entry is not None and skewed:
             entry = replace(entry, ts=wall, sent=ts)
         return entry

@@ -62,3 +62,20 @@ def peername(stream: trio.abc.Stream) -> tuple[str, int] | None:
     except OSError:
         return None
     return (str(name[0]), int(name[1]))
+
+
+def dialable(host: str) -> str:
+    """An address others can dial for a node listening on ``host``: the
+    machine's own for a wildcard (the address it would send from; no
+    packet is sent), else ``host`` itself."""
+    if host not in ("", "0.0.0.0", "::"):
+        return host
+    family, probe = (
+        (socket.AF_INET6, "2001:db8::1") if host == "::" else (socket.AF_INET, "192.0.2.1")
+    )
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "::1" if host == "::" else "127.0.0.1"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -26,9 +26,9 @@ from chat.identity import voucher
 from chat.keys import SigningKey
 from chat.lifecycle import Closing, Reason
 from chat.members import Entry
+from chat.private import BoxKey
 from chat.protocol import (
     Event,
-    EventKind,
     Frame,
     ProtocolError,
     TextLine,
@@ -37,7 +37,18 @@ from chat.protocol import (
 )
 
 RECENT_LINES = 50  # chat lines replayed to a plain-text client that joins
-COMMANDS = frozenset({"nick", "exit"})  # the rest of /word lines are messages
+# Their commands (§9); any other /word line is a message as typed.
+COMMANDS = frozenset({"help", "peers", "names", "nick", "me", "msg", "reply", "quit", "exit"})
+BANNER = "*** trio-chat: type /nick NAME, then chat; /help for commands"
+TEXT_HELP = """\
+*** commands:
+***   /nick NAME       choose your name
+***   /me ACTION       say what you do: * you waves
+***   /msg NAME TEXT   a private message (sent to this node in clear, sealed from here on)
+***   /reply TEXT      answer the last private message
+***   /peers, /names   who is here
+***   /quit, /exit     leave (closing the connection does too)
+***   anything else is a message"""
 
 
 class Host(Protocol):
@@ -46,7 +57,16 @@ class Host(Protocol):
     @property
     def stopping(self) -> bool: ...
 
-    def originate(self, author: Author, kind: EventKind, **extra: str) -> Event: ...
+    def originate(self, author: Author, kind: str, **extra: Any) -> Event: ...
+
+    def private(self, author: Author, name: str, text: str) -> str | None:
+        """Send a private message as ``author``; the reason if it cannot be."""
+
+    def reply(self, author: Author, text: str) -> str | None:
+        """Answer ``author``'s last private message; the reason if it cannot be."""
+
+    def names(self) -> list[str]:
+        """Who is present, one line each."""
 
     @property
     def run_key(self) -> SigningKey: ...
@@ -96,6 +116,13 @@ class TextAudience:
                 data = rendered[history] = _line(entry, history)
             session.conn.send(data)
 
+    def show_private(self, entry: Entry) -> None:
+        """A private message, to the one client it is to (or from)."""
+        reader = entry.origin if entry.outgoing else entry.to
+        for session in self.sessions:
+            if session.author.id == reader:
+                session.conn.send(_line(entry, False))
+
 
 def _line(entry: Entry, history: bool) -> bytes:
     if entry.history != history:
@@ -110,7 +137,7 @@ class TextSession:
     and joins with its first words: a ``/nick NAME`` or a message (§9).
     """
 
-    __slots__ = ("audience", "author", "conn", "flood", "host", "joined", "left")
+    __slots__ = ("audience", "author", "box", "conn", "flood", "host", "joined", "left")
 
     def __init__(
         self, conn: Connection, flood: FloodControl, host: Host, audience: TextAudience
@@ -119,9 +146,12 @@ class TextSession:
         self.flood = flood
         self.host = host
         self.audience = audience
-        # Its own run key, vouched for by ours (§2); named by its address until /nick.
+        # Its own run key, vouched for by ours (§2); named by its address until
+        # /nick; its own box key, for the private messages it gets (§4).
         key = SigningKey()
-        self.author = Author(self.where[-32:], key, voucher(host.run_key, key))
+        self.box = BoxKey()
+        badge = {**voucher(host.run_key, key), **self.box.badge()}
+        self.author = Author(self.where[-32:], key, badge)
         self.joined = False  # it has spoken: its join was made
         self.left = False
 
@@ -140,6 +170,7 @@ class TextSession:
         conn.established = True
         conn.handler = self
         self.author.joined = time.time()
+        conn.send((BANNER + "\n").encode())
         self.audience.welcome(self)
 
     def on_frame(self, frame: Frame | TextLine) -> float:
@@ -168,25 +199,50 @@ class TextSession:
         if action is None:
             return
         command, arg = (action.name, action.arg) if isinstance(action, Command) else ("", "")
+        if command not in COMMANDS:
+            command = ""  # any other line is a message as typed, /word included (§9)
+        if command in ("help", "peers", "names", "quit", "exit"):
+            self._command(command)  # (no join: they said nothing to anyone)
+            return
         if not self.joined:
             if command == "nick" and not name_problem(arg):
                 self.author.name = arg  # its first words name it (§9)
                 self._join()
                 return
-            if command != "exit":
-                self._join()  # its first words: named by its address
-        if command in COMMANDS:
-            if command == "exit":
-                self.leave()
-            else:
-                self._rename(arg)
-            return
-        # Any other line is a message as typed, /word and //word included (§9).
-        problem = text_problem(line)
+            self._join()  # its first words: named by its address
+        if command == "nick":
+            self._rename(arg)
+        elif command == "me":
+            self._say(arg, action=True)
+        elif command == "msg":
+            name, _, text = arg.partition(" ")
+            problem = self.host.private(self.author, name, text.strip()) if name else "usage"
+            if problem:
+                self.note("usage: /msg NAME TEXT" if problem == "usage" else f"not sent: {problem}")
+        elif command == "reply":
+            problem = self.host.reply(self.author, arg)
+            if problem:
+                self.note(f"not sent: {problem}")
+        else:
+            self._say(line)
+
+    def _command(self, command: str) -> None:
+        if command in ("quit", "exit"):
+            self.leave()
+        elif command == "help":
+            self.conn.send((TEXT_HELP + "\n").encode())
+        else:
+            for line in self.host.names():
+                self.note(line)
+
+    def _say(self, text: str, *, action: bool = False) -> None:
+        problem = text_problem(text)
         if problem:
             self.note(f"not sent: {problem}")
-            return
-        self.host.originate(self.author, "msg", text=line)
+        elif action:
+            self.host.originate(self.author, "msg", text=text, me=True)
+        else:
+            self.host.originate(self.author, "msg", text=text)
 
     def _join(self) -> None:
         self.joined = True

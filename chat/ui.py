@@ -18,23 +18,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
+import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 from outcome import Outcome
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import get_app_session
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText, to_plain_text
 from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.renderer import print_formatted_text
+from prompt_toolkit.shortcuts import CompleteStyle
 from prompt_toolkit.styles import Style
 from prompt_toolkit.utils import is_dumb_terminal
 from prompt_toolkit.validation import ValidationError, Validator
 
+from chat.attention import Attention
+from chat.commands import COMMAND_NAMES
 from chat.members import Entry
 from chat.protocol import MAX_TEXT, name_problem
 from chat.render import clock, describe, safe, sent
@@ -51,6 +59,7 @@ STYLE = Style.from_dict(
         "note": "#888888",
         "error": "ansired",
         "bottom-toolbar": "noreverse bg:#303030 #d0d0d0",
+        "mention": "reverse",
         **{f"name-{i}": f"{colour} bold" for i, colour in enumerate(NAME_COLOURS)},
     }
 )
@@ -60,22 +69,55 @@ def name_style(name: str) -> str:
     return f"class:name-{zlib.crc32(name.encode()) % len(NAME_COLOURS)}"
 
 
-def formatted(entry: Entry) -> FormattedText:
-    """One chat entry as styled text: the render function of the UI."""
+def formatted(entry: Entry, *, highlight: bool = False, marker: bool = False) -> FormattedText:
+    """One chat entry as styled text: the render function of the UI.
+
+    ``highlight``: it mentions you (reverse video; with ``marker``, where
+    there may be no video attributes, a ``!`` in front instead).
+    """
     parts: list[tuple[str, str]] = [("class:time", clock(entry.ts) + " ")]
+    if highlight and marker:
+        parts.append(("", "! "))
     if entry.history:
         parts.append(("class:history", "[history] "))
     if entry.sent is not None:
         parts.append(("class:history", sent(entry)))
-    if entry.kind == "msg":
-        text_style = "class:history" if entry.history else ""
+    text_style = "class:history" if entry.history else ""
+    if highlight and not marker:
+        text_style = "class:mention"
+    if entry.kind == "msg" and not entry.action:
         parts += [
             (name_style(entry.who), f"<{safe(entry.who)}>"),
             (text_style, f" {safe(entry.text)}"),
         ]
+    elif entry.kind in ("msg", "pm"):
+        parts.append((text_style or name_style(entry.who), describe(entry)))
     else:
         parts.append(("class:system", describe(entry)))
     return FormattedText(parts)
+
+
+class _Completer(Completer):
+    """Tab: command names after ``/``, else present members' shown names
+    (``bob~XXXX`` where names clash); a name first on the line gets ``: ``."""
+
+    def __init__(self, ui: ChatUI) -> None:
+        self.ui = ui
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterator[Completion]:
+        before = document.text_before_cursor
+        if before.startswith("/") and " " not in before:
+            for command in COMMAND_NAMES:
+                if command.startswith(before[1:]):
+                    yield Completion(f"/{command} ", start_position=-len(before))
+            return
+        word = before.rsplit(" ", 1)[-1]
+        first = before == word
+        for name in self.ui.names():
+            if name.lower().startswith(word.lower()):
+                yield Completion(name + (": " if first else " "), start_position=-len(word))
 
 
 class _MessageValidator(Validator):
@@ -112,6 +154,11 @@ class ChatUI:
         # The name in the prompt; the node side points it at the node's name
         # so that /nick shows in the prompt at once.
         self.prompt_name: Callable[[], str] = lambda: self.name or ""
+        # Set by the node side: what catches the person's eye (chat.attention),
+        # this node's id (its own lines never ring), the names Tab completes.
+        self.attention: Attention | None = None
+        self.own: Callable[[], str] = lambda: ""
+        self.names: Callable[[], list[str]] = list
         self._loop: asyncio.AbstractEventLoop | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._session: PromptSession[str] | None = None
@@ -119,21 +166,27 @@ class ChatUI:
     # ------------------------------------------------- called from trio
 
     def show(self, entry: Entry) -> None:
-        """Print a chat entry above the input line (thread-safe)."""
-        if entry.shown:
-            self._print(formatted(entry))
+        """Print a chat entry above the input line (thread-safe); highlight
+        it and ring the bell as the person's attention settings say."""
+        if not entry.shown:
+            return
+        mention = ring = False
+        if self.attention is not None:
+            mention, ring = self.attention.notice(entry, self.own(), time.monotonic())
+        marker = bool(os.environ.get("NO_COLOR")) or is_dumb_terminal()
+        self._print(formatted(entry, highlight=mention, marker=marker), bell=ring)
 
     def note(self, text: str, error: bool = False) -> None:
         """Print a line for the person only (status, command output)."""
         self._print(FormattedText([("class:error" if error else "class:note", text)]))
 
-    def _print(self, text: FormattedText) -> None:
+    def _print(self, text: FormattedText, bell: bool = False) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        loop.call_soon_threadsafe(self._print_now, text)
+        loop.call_soon_threadsafe(self._print_now, text, bell)
 
-    def _print_now(self, text: FormattedText) -> None:
+    def _print_now(self, text: FormattedText, bell: bool = False) -> None:
         """Print above the prompt, in call order, without leaving raw mode.
 
         The shortcut ``print_formatted_text`` goes through
@@ -144,6 +197,8 @@ class ChatUI:
         erased, the line printed and the prompt redrawn at once.
         """
         output = get_app_session().output
+        if bell:
+            output.bell()  # BEL: the terminal decides how it rings
         if is_dumb_terminal():
             # No escape sequences at all, styles included: a carriage return
             # is the one control a dumb terminal is sure to honour.
@@ -212,8 +267,27 @@ class ChatUI:
         return (await session.prompt_async()).strip()
 
     async def _prompt_loop(self, done: asyncio.Future[Outcome[int]]) -> None:
+        keys = KeyBindings()
+
+        @keys.add("c-c")
+        def _(event: KeyPressEvent) -> None:
+            # As shells do: Ctrl+C clears a line being typed; on an empty line, leave.
+            buffer = event.app.current_buffer
+            if buffer.text:
+                buffer.reset()
+            else:
+                event.app.exit(exception=KeyboardInterrupt())
+
         session = self._session = PromptSession(
             history=InMemoryHistory(),
+            completer=_Completer(self),
+            complete_while_typing=False,
+            # Tab as in a shell: the common part, then the choices printed
+            # above; a menu would hold rows free under the input line and
+            # scroll the chat away.
+            complete_style=CompleteStyle.READLINE_LIKE,
+            reserve_space_for_menu=0,
+            key_bindings=keys,
             bottom_toolbar=lambda: " " + self.status(),
             validator=_MessageValidator(),
             validate_while_typing=False,
@@ -239,6 +313,8 @@ class ChatUI:
                     self._submit(text)
 
     def _submit(self, text: str) -> None:
+        if self.attention is not None:
+            self.attention.typed()  # the mentions have been seen
         token = self._token
         if token is None:
             return

@@ -83,8 +83,11 @@ async def test_command_line_address_backs_off_doubling_to_the_maximum(
             assert gaps == [1, 2, 4, 8, 16, BACKOFF_MAX, BACKOFF_MAX, BACKOFF_MAX]
             nursery.cancel_scope.cancel()
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1  # one warning for the whole streak
+    # The streak's first failure, and after three a "still trying" (the
+    # toolbar's too): once each, however long the streak.
+    assert len(warnings) == 2, warnings
     assert "cannot reach far.example:9 (Connection refused)" in warnings[0]
+    assert warnings[1] == "still trying far.example:9: Connection refused"
 
 
 async def test_dropped_link_is_redialled_after_a_second(

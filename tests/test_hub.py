@@ -43,6 +43,7 @@ from wire import WireClient, summary
 from chat.logs import HubFormatter, wants_colour
 from chat.options import RESERVED_FDS, config_from, parse_args
 from chat.protocol import Auth, CaughtUp, Error, Event, Hello, Peers
+from chat.textclient import BANNER
 
 TRANSCRIPT_LINE = re.compile(rf"^{CLOCK} (\[history\] )?(<[^>]+> .+|\*\*\* .+)$")
 MSG_LINE = re.compile(rf"^{CLOCK} (?:\[history\] )?<(?P<name>[^>]+)> (?P<text>.*)$")
@@ -168,7 +169,8 @@ def assert_clean(
     """No traceback anywhere, no ANSI escape in any output (none is a terminal),
     transcripts hold only transcript lines and hub logs only log lines.
 
-    ``plain`` (netcat) may also end with the §9 error line.
+    ``plain`` (netcat) may also begin with the banner and end with the §9
+    error line.
     """
     for proc in group.processes:
         for line in proc.stdout.lines + proc.stderr.lines:
@@ -180,7 +182,9 @@ def assert_clean(
                 assert HUB_LOG_LINE.match(line), (line, proc.describe())
         else:
             for line in proc.stdout.lines:
-                ok = TRANSCRIPT_LINE.match(line) or (proc in plain and ERROR_LINE.match(line))
+                ok = TRANSCRIPT_LINE.match(line) or (
+                    proc in plain and (ERROR_LINE.match(line) or line == BANNER)
+                )
                 assert ok, (line, proc.describe())
 
 
@@ -469,7 +473,8 @@ async def test_netcat_chats_with_peers_through_the_hub(
         ]
         for pattern in await_lines:
             assert nc.stdout.count(pattern) == 1, (pattern, nc.describe())
-        for line in nc.stdout.lines:
+        assert nc.stdout.lines[0] == BANNER, nc.describe()  # the greeting, once
+        for line in nc.stdout.lines[1:]:
             assert TRANSCRIPT_LINE.match(line), (line, nc.describe())
             assert "{" not in line, (line, nc.describe())
         assert nc.stdout.count("<bob>") == 0, nc.describe()  # no echo of its own
@@ -479,7 +484,7 @@ async def test_netcat_chats_with_peers_through_the_hub(
             assert proc.stdout.count(lost("bob")) == 0, proc.describe()
             # The first line was the /nick: nobody ever saw an address name.
             assert proc.stdout.count(r"127\.0\.0\.1") == 0, proc.describe()
-        assert_clean(group, hubs=[hub])
+        assert_clean(group, hubs=[hub], plain=[nc])
 
 
 # ----------------------------------------------------- linked hubs, restart

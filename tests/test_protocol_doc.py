@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -27,6 +29,7 @@ from chat.handshake import proof_message
 from chat.identity import certificate, voucher, who_of
 from chat.keys import SigningKey, b64, fingerprint, node_id
 from chat.parse import parse_frame
+from chat.private import BoxKey, Sealed, seal
 from chat.protocol import Event, Hello, make_event, make_hello
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
@@ -163,3 +166,43 @@ def test_the_group_proofs() -> None:
         made = hmac.new(key, message, hashlib.sha256).digest()
         assert group[f"proof.{side}"] == b64(made)
         assert made == proof(key, side, nonces[:32], nonces[32:], cert)
+
+
+def test_the_private_message() -> None:
+    # §4 "pm", from the primitives as the document spells them.
+    pm = values("pm")
+    bob_box = X25519PrivateKey.from_private_bytes(bytes.fromhex(pm["bob.box.seed"]))
+    eph = X25519PrivateKey.from_private_bytes(bytes.fromhex(pm["eph.seed"]))
+    box_public = bob_box.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    eph_public = eph.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    assert pm["bob.box"] == b64(box_public)
+    assert pm["eph"] == b64(eph_public)
+    shared = eph.exchange(X25519PublicKey.from_public_bytes(box_public))
+    assert pm["shared"] == shared.hex()
+    assert shared == bob_box.exchange(X25519PublicKey.from_public_bytes(eph_public))
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=eph_public + box_public, info=b"trio-chat/2 pm"
+    ).derive(shared)
+    assert pm["key"] == key.hex()
+    alice, bob = VECTORS["alice.node"], VECTORS["bob.node"]
+    aad = b"trio-chat/2 pm\n" + alice.encode() + b"\n" + bob.encode()
+    text = "psst: \u00e0 bient\u00f4t \U0001f980"
+    sealed = ChaCha20Poly1305(key).encrypt(bytes(12), text.encode(), aad)
+    assert pm["box"] == b64(sealed)
+
+    # The events are what the code makes, and the code opens the pm.
+    join_line, pm_line = (line.encode() for line in block("pm-events"))
+    ours = BoxKey.from_seed(bytes.fromhex(pm["bob.box.seed"]))
+    bob_run = SigningKey.from_seed(bytes.fromhex(VECTORS["bob.run.seed"]))
+    alice_run = SigningKey.from_seed(bytes.fromhex(VECTORS["alice.run.seed"]))
+    made = seal(text, ours.public, alice, bob, eph)
+    join = make_event("join", bob_run, 1, 1763700000.0, "bob", extra=ours.badge())
+    sent = make_event("pm", alice_run, 4, 1763700004.0, "alice", extra=made.members(bob))
+    assert (join.raw, sent.raw) == (join_line + b"\n", pm_line + b"\n")
+    received = parse_frame(pm_line + b"\n")
+    assert isinstance(received, Event) and not received.known
+    to, opened = Sealed.of(dict(received.extra)) or ("", None)
+    assert to == bob and opened is not None
+    assert ours.open(opened, alice, bob) == text
+    # Bound to sender and recipient: under another origin it does not open.
+    assert ours.open(opened, bob, bob) is None

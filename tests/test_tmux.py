@@ -34,7 +34,10 @@ WAIT = 10.0  # seconds any one thing may take to appear on a screen
 POLL = 0.02  # seconds between two looks at a screen
 
 CHAT_LINE = re.compile(r"^\d\d:\d\d:\d\d ")
-READY = re.compile(r"^ready: (?P<name>.+) on 127\.0\.0\.1:(?P<port>\d+), \d+ peers")
+READY = re.compile(
+    r"^ready: (?P<name>.+) \((?P<fingerprint>SHA256:\S{12})\) on 127\.0\.0\.1:(?P<port>\d+)"
+    r" \u2014 others join with: trio-chat peer 0 127\.0\.0\.1:(?P=port)"
+)
 
 
 class Pane:
@@ -58,15 +61,19 @@ class Pane:
 
     # ------------------------------------------------------------ looking
 
-    def rows(self) -> list[str]:
-        out = self.tmux.run("capture-pane", "-p", "-t", self.name)
+    def rows(self, *, joined: bool = False) -> list[str]:
+        """The screen's rows; ``joined``: a line wrapped over rows as one."""
+        flags = ("-p", "-J") if joined else ("-p",)
+        out = self.tmux.run("capture-pane", *flags, "-t", self.name)
         return [row.rstrip() for row in out.split("\n")[: self.tmux.rows]]
 
-    def wait(self, predicate: Callable[[list[str]], bool], what: str) -> list[str]:
+    def wait(
+        self, predicate: Callable[[list[str]], bool], what: str, *, joined: bool = False
+    ) -> list[str]:
         """The screen, once ``predicate`` holds for it."""
         deadline = time.monotonic() + WAIT
         while True:
-            rows = self.rows()
+            rows = self.rows(joined=joined)
             if predicate(rows):
                 return rows
             if time.monotonic() > deadline:
@@ -77,7 +84,8 @@ class Pane:
         return self.wait(lambda rows: any(text in row for row in rows), repr(text))
 
     def ready_port(self) -> int:
-        rows = self.wait(lambda rows: any(READY.match(r) for r in rows), "ready line")
+        # (The ready line is longer than 80 columns: it wraps.)
+        rows = self.wait(lambda rows: any(READY.match(r) for r in rows), "ready line", joined=True)
         match = next(m for r in rows if (m := READY.match(r)))
         return int(match["port"])
 
@@ -271,7 +279,8 @@ def test_the_name_question(tmux: Tmux) -> None:
     carol.press("Enter")
     assert carol.ready_port() > 0
     rows = carol.wait(lambda rows: rows[-1].startswith(" carol on port"), "toolbar")
-    assert any(READY.match(row) and row.startswith("ready: carol on") for row in rows)
+    joined = carol.rows(joined=True)
+    assert any(READY.match(row) and row.startswith("ready: carol (") for row in joined), dump(rows)
     assert rows[prompt_row(rows, "carol")] == "carol>", dump(rows)
     carol.press("C-d")
     assert carol.exit_code() == 0
@@ -294,7 +303,9 @@ def test_ctrl_c_leaves_with_exit_code_0_and_a_usable_terminal(tmux: Tmux) -> Non
     erin.ready_port()
     erin.type("never sent")
     erin.wait(lambda rows: "erin> never sent" in rows, "half-typed line")
-    erin.press("C-c")
+    erin.press("C-c")  # on a line being typed: clears it (as shells do)
+    erin.wait(lambda rows: "erin>" in rows and "erin> never sent" not in rows, "cleared line")
+    erin.press("C-c")  # on an empty line: leaves
     assert erin.exit_code() == 0
     assert_terminal_restored(erin)
     rows = erin.rows()
@@ -313,3 +324,39 @@ def test_sigterm_leaves_with_exit_code_0_and_a_usable_terminal(tmux: Tmux) -> No
     rows = frank.rows()
     assert any(row.endswith("*** frank left") for row in rows), dump(rows)
     assert not any("Traceback" in row for row in rows), dump(rows)
+
+
+def test_a_mention_rings_a_private_message_and_tab_completion(tmux: Tmux) -> None:
+    """Issue 15 as a person sees it in a real terminal."""
+    alice = tmux.start("alice", "--name", "alice")
+    port = alice.ready_port()
+    bob = tmux.start("bob", "--name", "bob", f"127.0.0.1:{port}")
+    connected(alice, bob)
+
+    # Tab completes a name first on the line, with ": ".
+    bob.type("al")
+    bob.press("Tab")
+    bob.wait(lambda rows: "bob> alice:" in rows, "the completed name")
+    bob.type("are you there?")
+    bob.press("Enter")
+    rows = alice.wait_text("<bob> alice: are you there?")
+    # A mention rings the terminal's bell (tmux notes it on the window)...
+    flag = tmux.run("display-message", "-p", "-t", "alice", "#{window_bell_flag}").strip()
+    assert flag == "1", dump(rows)
+    # ...and the toolbar counts it until alice types.
+    alice.wait(lambda rows: rows[-1].endswith("| 1 mention"), "the mention count")
+
+    alice.type("/msg bob just between us")
+    alice.press("Enter")
+    alice.wait_text("-> bob: just between us")
+    rows = bob.wait_text("[private] <alice> just between us")
+    assert sum("just between us" in row for row in rows) == 1, dump(rows)
+    alice.wait(lambda rows: not rows[-1].endswith("mention"), "the count cleared")
+
+    bob.type("/me waves")
+    bob.press("Enter")
+    alice.wait_text("* bob waves")
+    print("\n".join(alice.rows()))  # the transcript, for the closing note
+    bob.press("C-c")
+    assert bob.exit_code() == 0
+    assert_terminal_restored(bob)

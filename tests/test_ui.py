@@ -43,6 +43,7 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from chat import cli
+from chat.attention import Attention
 from chat.commands import HELP
 from chat.config import Config
 from chat.frontend import drive
@@ -119,8 +120,8 @@ def test_ctrl_d_and_ctrl_c_end_the_lines(keys: PipeInput, key: str) -> None:
         keys.send_text("hello\r")
         seen.append(await ui.lines.receive())
         if key == CTRL_C:
-            keys.send_text("half typed")  # Ctrl+C leaves whatever is in the line
-        keys.send_text(key)
+            keys.send_text("half typed" + CTRL_C)  # Ctrl+C clears a line being typed...
+        keys.send_text(key)  # ...and on an empty line, leaves
         seen.extend(await read_all(ui))
         seen.append("<end>")
         return 0
@@ -279,7 +280,7 @@ def test_the_prompt_follows_nick(keys: PipeInput) -> None:
         prompts.append(below_nick())
         keys.send_text(CTRL_D)
 
-    term.when_shown("ready: alice on 127.0.0.1:", "/nick bob" + ENTER)
+    term.when_shown("ready: alice (SHA256:", "/nick bob" + ENTER)
     term.when(lambda: below_nick() != "", snapshot)
     logger = logging.getLogger("chat")
     saved = logger.handlers[:]
@@ -556,3 +557,154 @@ def test_an_error_frame_cannot_draw_a_forged_chat_line(keys: PipeInput) -> None:
     reported = [row for row in rows if "reported an error" in row]
     assert reported and "␍␊12:00:00 <alice>" in reported[0], term.dump()
     assert b"\x08" not in term.raw and b"\x1b[1A" not in term.raw
+
+
+# --------------------------------------------------------------------------
+# Issue 15: Ctrl+C, Tab, mentions and the bell
+
+
+def test_ctrl_c_clears_a_line_being_typed_and_leaves_on_an_empty_one(keys: PipeInput) -> None:
+    got: list[str] = []
+
+    async def script(ui: ChatUI) -> int:
+        keys.send_text("a long line I regret" + CTRL_C + "second thoughts" + ENTER)
+        got.append(await ui.lines.receive())
+        keys.send_text(CTRL_C)
+        got.extend(await read_all(ui))
+        return 0
+
+    assert run_ui(ChatUI("alice"), keys, DummyOutput(), script) == 0
+    assert got == ["second thoughts"]
+
+
+def test_tab_completes_commands_and_names(keys: PipeInput) -> None:
+    got: list[str] = []
+    term = FakeTerminal(keys, rows=20, columns=80)
+    ui = ChatUI("alice")
+    ui.names = lambda: ["bob~Ab3x", "carol"]
+    # (typed, the prompt once Tab has completed, then the rest of the line)
+    steps = [
+        ("/wh\t", "alice> /whois ", "bob\r"),
+        ("ca\t", "alice> carol: ", "hi\r"),
+        ("hi ca\t", "alice> hi carol ", "and bob\r"),
+        ("/ms\t", "alice> /msg ", ""),
+        ("b\t", "alice> /msg bob~Ab3x ", "hey\r"),
+    ]
+
+    async def script(ui: ChatUI) -> int:
+        for typed, completed, rest in steps:
+            keys.send_text(typed)
+            # Completion is asynchronous: the rest is typed once it is in.
+            shown = completed.rstrip()  # (the screen's rows end without blanks)
+            await term.wait_for(lambda c=shown: term.has(c), shown)  # type: ignore[misc]
+            if rest:
+                keys.send_text(rest)
+                got.append(await ui.lines.receive())
+        keys.send_text(CTRL_D)
+        got.extend(await read_all(ui))
+        return 0
+
+    assert run_ui(ui, keys, term, script) == 0
+    assert got == ["/whois bob", "carol: hi", "hi carol and bob", "/msg bob~Ab3x hey"]
+
+
+def mention(text: str, *, origin: str = "b" * 32) -> Entry:
+    return Entry("msg", TS, "bob", text, origin=origin, fingerprint="SHA256:bobbobbobbob")
+
+
+def test_a_mention_is_highlighted_and_rings_once(
+    keys: PipeInput, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    term = FakeTerminal(keys, rows=20, columns=80)
+    ui = ChatUI("alice")
+    ui.attention = Attention(lambda: "alice")
+    ui.own = lambda: "a" * 32
+
+    async def script(ui: ChatUI) -> int:
+        ui.show(mention("alice, are you there?"))
+        ui.show(mention("ALICE!"))  # within the second: no second bell
+        ui.show(mention("nothing for you"))
+        ui.show(mention("alice, me too", origin="a" * 32))  # your own line
+        await term.wait_for(lambda: term.has("alice, me too"), "the last line")
+        keys.send_text(CTRL_D)
+        await read_all(ui)
+        return 0
+
+    assert run_ui(ui, keys, term, script) == 0
+    assert term.raw.count(b"\x07") == 1
+    row = term.row_starting(clock(TS) + " <bob> alice, are you there?")
+    assert row is not None, term.dump()
+    text_cells = list(term.screen.buffer[row].values())
+    assert any(cell.reverse for cell in text_cells), "the mention is not highlighted"
+    plain_row = term.row_starting(clock(TS) + " <bob> nothing for you")
+    assert plain_row is not None
+    assert not any(cell.reverse for cell in term.screen.buffer[plain_row].values())
+
+
+def test_without_colour_a_mention_is_marked_with_a_bang(
+    keys: PipeInput, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    term = FakeTerminal(keys, rows=20, columns=80)
+    ui = ChatUI("alice")
+    ui.attention = Attention(lambda: "alice", ("deploy",))
+
+    async def script(ui: ChatUI) -> int:
+        ui.show(mention("time to deploy"))
+        await term.wait_for(lambda: term.has("time to deploy"), "the line")
+        keys.send_text(CTRL_D)
+        await read_all(ui)
+        return 0
+
+    assert run_ui(ui, keys, term, script) == 0
+    assert term.has(clock(TS) + " ! <bob> time to deploy"), term.dump()
+
+
+def test_me_and_ignore_through_the_screen_with_real_nodes(keys: PipeInput) -> None:
+    # alice types in the UI; bob is a second node dialling her. /me shows
+    # as an action on both; after /ignore bob his lines are hidden from her
+    # screen (a /nick does not escape it), and after /unignore they return.
+    term = FakeTerminal(keys, rows=40, columns=100)
+    notes: list[str] = []
+
+    async def script(ui: ChatUI) -> int:
+        alice = Node(Config("alice"), PeerRole(), ui.show)
+        bob = Node(Config("bob"), PeerRole())
+        ui.status = lambda: cli.status_text(alice)
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+
+        def note(text: str) -> None:
+            notes.append(text)
+            ui.note(text)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(alice.run, listeners)
+            nursery.start_soon(bob.run, [])
+            await alice.started.wait()
+            await bob.started.wait()
+            bob.connect("127.0.0.1", port)
+            nursery.start_soon(drive, alice, ui.lines, note)
+            await term.wait_for(lambda: term.has("*** bob joined"), "bob")
+            keys.send_text("/me waves\r")
+            await term.wait_for(lambda: term.has("* alice waves"), "alice's action")
+            assert bob.say("stretches", action=True) is None
+            await term.wait_for(lambda: term.has("* bob stretches"), "bob's action")
+            keys.send_text("/ignore bob\r")
+            await term.wait_for(lambda: "ignoring bob" in " ".join(notes), "the note")
+            assert bob.rename("robert") is None
+            assert bob.say("you cannot see this") is None
+            keys.send_text("/unignore robert\r")
+            await term.wait_for(lambda: len(notes) >= 2, "the second note")
+            assert bob.say("back in view") is None
+            await term.wait_for(lambda: term.has("<robert> back in view"), "robert again")
+            assert notes[-1] == "no longer ignoring robert", notes
+            keys.send_text("/quit\r")
+            nursery.cancel_scope.cancel()
+        return 0
+
+    assert run_ui(ChatUI("alice"), keys, term, script) == 0
+    assert not term.has("you cannot see this"), term.dump()
+    assert not term.has("is now known as robert"), term.dump()
+    assert any(row.endswith("* bob stretches") for row in term.lines()), term.dump()
