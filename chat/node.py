@@ -31,7 +31,7 @@ from typing import Any
 
 import trio
 
-from chat.addr import join_addr
+from chat import gate
 from chat.attention import Attention
 from chat.author import Author
 from chat.config import Config
@@ -42,19 +42,17 @@ from chat.lifecycle import Closing, Reason
 from chat.link import Link
 from chat.links import Links
 from chat.listener import Acceptor
-from chat.members import Entry
-from chat.names import name_problem, text_problem
+from chat.person import Person, screen_for
 from chat.private import BoxKey
 from chat.protocol import Event, Hello, ProtocolError, make_hello
 from chat.role import Role
 from chat.router import Router, Sink
-from chat.sockets import peername
-from chat.tls import TlsFailed, accept, dial, make_tls
+from chat.tls import make_tls
 
 log = logging.getLogger("chat")
 
 
-class Node:
+class Node(Person):
     """A trio-chat node: a supervisor over its connections and its events."""
 
     def __init__(self, config: Config, role: Role | None = None, sink: Sink | None = None) -> None:
@@ -67,18 +65,8 @@ class Node:
         self.me = Author(config.name, run, badge)
         # A closed group's TLS (§8): a certificate for this run key, the proof key.
         self.tls = make_tls(run, config.secret) if config.secret is not None else None
-        # What deserves the person's attention, and whom they ignore; every
-        # line shown to them is logged (--log) and filtered here.
+        # What deserves the person's attention, and whom they ignore (chat.person).
         self.attention = Attention(lambda: self.me.name, config.highlights)
-        person = sink or (lambda entry: None)
-
-        def shown(entry: Entry) -> None:
-            if self.attention.hidden(entry):
-                return
-            if config.log is not None:
-                config.log.write(entry)
-            person(entry)
-
         router = self.router = Router(
             self.me,
             history=config.history,
@@ -87,7 +75,7 @@ class Node:
             quiet_after=config.timing.dead_after,
             max_origins=config.max_origins,
             known=config.known,
-            sink=shown,
+            sink=screen_for(self.attention, config, sink),
             on_event=self._on_event,
         )
         router.boxes[self.me.id] = self.box
@@ -111,11 +99,6 @@ class Node:
 
     def _on_event(self, link: Link | None, event: Event) -> None:
         self.role.on_event(link, event)  # looked up each time: tests patch roles
-
-    @property
-    def stopping(self) -> bool:
-        """True from :meth:`stop` on: nothing more is taken in or relayed."""
-        return self.links.stopping
 
     @property
     def opened(self) -> int:
@@ -210,22 +193,14 @@ class Node:
     async def _accept(self, listeners: Sequence[trio.SocketListener], text: bool = False) -> None:
         async def handle(stream: trio.SocketStream) -> None:
             if self.tls is None or text:
-                await self._serve(self.links.open(stream, outgoing=False, text_only=text))
-                return
-            born = trio.current_time()
-            try:
-                served, sealer, refusal = await accept(
-                    stream, self.tls, born + self.config.timing.handshake
+                link = self.links.open(stream, outgoing=False, text_only=text)
+            else:
+                opened = await gate.accepted(
+                    self.links, stream, self.tls, self.config.timing.handshake
                 )
-            except TlsFailed as exc:
-                log.info("connection from %s: %s", join_addr(*peername(stream) or ("?", 0)), exc)
-                await trio.aclose_forcefully(stream)
-                return
-            group = self.tls.binding() if refusal is None else None
-            link = self.links.open(served, outgoing=False, group=group, sealer=sealer)
-            link.conn.born = born  # the handshake time counts from the connection
-            if refusal is not None:
-                link.conn.refuse(refusal)
+                if opened is None:
+                    return
+                link = opened
             await self._serve(link)
 
         assert self._conns is not None
@@ -285,18 +260,13 @@ class Node:
         await self.dialler.settled()
 
     async def _serve_dialled(self, stream: trio.abc.Stream, on_up: Callable[[], None]) -> LinkEnd:
-        group = sealer = None
-        if self.tls is not None:
-            where = join_addr(*peername(stream) or ("?", 0))
-            born = trio.current_time()
-            try:
-                sealer, cert = await dial(stream, self.tls, born + self.config.timing.handshake)
-            except TlsFailed as exc:
-                log.warning("cannot join %s: %s", where, exc)
-                await trio.aclose_forcefully(stream)
-                return LinkEnd("", where, False, Closing(Reason.REFUSED, str(exc)))
-            group = self.tls.binding(cert)
-        link = self.links.open(stream, outgoing=True, group=group, sealer=sealer)
+        if self.tls is None:
+            link = self.links.open(stream, outgoing=True)
+        else:
+            opened = await gate.dialled(self.links, stream, self.tls, self.config.timing.handshake)
+            if isinstance(opened, LinkEnd):
+                return opened
+            link = opened
         link.on_up = on_up
         assert self._conns is not None
         self._conns.start_soon(self._serve, link)
@@ -325,42 +295,6 @@ class Node:
         have = self.sequencer.have_map()
         return make_hello(self.me.key, nonce, self.name, self.role.name, self.listen_port, have)
 
-    # ------------------------------------------------------- the person's events
-
     def originate(self, author: Author, kind: str, **extra: Any) -> Event:
         """Create an event of ``author``'s: encode once, record, flood, show."""
         return self.router.originate(author, kind, **extra)
-
-    def say(self, text: str, *, action: bool = False) -> str | None:
-        """Send a message as this node (``action``: a /me); the reason if it
-        cannot be sent."""
-        problem = text_problem(text)
-        if problem or self.stopping:
-            return problem or "leaving"
-        if action:
-            self.originate(self.me, "msg", text=text, me=True)
-        else:
-            self.originate(self.me, "msg", text=text)
-        return None
-
-    def private(self, name: str, text: str) -> str | None:
-        """``/msg NAME text``: sealed to that one member (§4); the reason if not."""
-        if self.stopping:
-            return "leaving"
-        return self.router.private(self.me, name, text)
-
-    def reply(self, text: str) -> str | None:
-        """``/reply text``: to whoever last wrote to us privately."""
-        if self.stopping:
-            return "leaving"
-        return self.links.reply(self.me, text)
-
-    def rename(self, name: str) -> str | None:
-        """Change this node's name (a ``nick`` event); the reason if refused."""
-        problem = name_problem(name)
-        if problem:
-            return problem
-        if name != self.me.name:
-            self.me.name = name
-            self.originate(self.me, "nick")
-        return None

@@ -17,6 +17,7 @@ CHAT = Path(__file__).resolve().parent.parent / "chat"
 # Pure modules: no trio, no sockets, no event loop.
 SANS_IO = ["addr", "keys", "names", "protocol", "parse", "handshake", "framing", "state"]
 SANS_IO += ["members", "flow", "lifecycle", "commands", "author"]
+SANS_IO += ["group", "admission", "attention", "private", "screen"]
 
 
 def imports_of(module: str) -> set[str]:
