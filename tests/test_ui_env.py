@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from test_tmux import TRIO_CHAT, Pane, Tmux
 
+pytestmark = pytest.mark.needs("tmux")  # skipped with a reason where tmux is missing
+
 # SGR colour parameters: 30-37/90-97 foreground, 38;... extended colours.
 COLOUR = re.compile(r"\x1b\[[0-9;]*(?:3[0-8]|9[0-7])[0-9;]*m")
 
