@@ -109,6 +109,14 @@ class Links:
             return "nobody has written to you privately"
         return self.router.private_to(author, last, text)
 
+    def leave_clients(self) -> None:
+        """The node is leaving: so is each plain-text client it hosts, first
+        (their leaves go out before the node's, §9)."""
+        for session in list(self.router.audience.sessions):
+            if session.joined and not session.left:
+                session.left = True
+                self.originate(session.author, "leave")
+
     def names(self) -> list[str]:
         """For the text sessions' /peers: who is present, with fingerprints."""
         members = self.router.members

@@ -54,6 +54,7 @@ class Member:
     box: bytes = b""  # its box key, for private messages (chat.private)
     since: float = 0.0  # when it was first heard of (time of day)
     skeleton: str = ""  # what its name looks like (chat.names)
+    counted: str = ""  # the fingerprint it is counted under while present
 
 
 class Membership:
@@ -69,6 +70,9 @@ class Membership:
         # How many present members' names look like each skeleton: clashes
         # in O(1), not a scan of every member per line (a hub knows thousands).
         self._looks: Counter[str] = Counter()
+        # The same, per (skeleton, fingerprint): one person under one name
+        # twice (a restarted node's old run beside its new one) is no clash.
+        self._same: Counter[tuple[str, str]] = Counter()
 
     def __len__(self) -> int:
         return len(self._members)
@@ -84,7 +88,8 @@ class Membership:
         member = self._members.get(node)
         if member is None:
             return node[:8]
-        if self._looks[member.skeleton] > member.present:
+        same = self._same[member.skeleton, member.fingerprint]
+        if self._looks[member.skeleton] - same > 0:  # another person looks like it
             return f"{member.name}~{tag(member.fingerprint)}"
         return member.name
 
@@ -142,6 +147,16 @@ class Membership:
         self._set(member, member.name, present=False)
         return self._entry(event, history, who)
 
+    def depart_hosted(self, host: str, event: Event, history: bool) -> list[Entry]:
+        """The plain-text clients ``host`` vouched for go with it (its leave
+        or loss, ``event``): lost, one line each, so none stays present."""
+        out = []
+        for member in [m for m in self._members.values() if m.present and m.host == host]:
+            who = self.display_name(member.node)
+            self._set(member, member.name, present=False)
+            out.append(replace(self._entry(event, history, who), kind="lost"))
+        return out
+
     def _heard(self, event: Event, present: bool = True) -> Who | None:
         node = event.origin
         member = self._members.get(node)
@@ -166,11 +181,14 @@ class Membership:
     def _set(self, member: Member, name: str, present: bool) -> None:
         if member.present:
             self._looks[member.skeleton] -= 1
+            self._same[member.skeleton, member.counted] -= 1
         if name != member.name or not member.skeleton:
             member.skeleton = skeleton(name)
         member.name, member.present = name, present
         if present:
+            member.counted = member.fingerprint
             self._looks[member.skeleton] += 1
+            self._same[member.skeleton, member.counted] += 1
 
     def _entry(self, event: Event, history: bool, who: str, text: str = "") -> Entry:
         member = self._members.get(event.origin)

@@ -61,8 +61,7 @@ class Node(Person):
         run = SigningKey()  # this run's key: the node id is its hash (§2)
         self.box = BoxKey()  # this run's box key: private messages to us (§4)
         badge = certificate(config.identity, run) if config.identity else {}
-        badge = {**badge, **self.box.badge()}
-        self.me = Author(config.name, run, badge)
+        self.me = Author(config.name, run, {**badge, **self.box.badge()})
         # A closed group's TLS (§8): a certificate for this run key, the proof key.
         self.tls = make_tls(run, config.secret) if config.secret is not None else None
         # What deserves the person's attention, and whom they ignore (chat.person).
@@ -173,6 +172,7 @@ class Node(Person):
         self.links.stopping = True
         self._final_error = error
         if self.started.is_set():
+            self.links.leave_clients()
             self.originate(self.me, "leave")
         self._stop.set()
 

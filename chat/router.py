@@ -236,8 +236,11 @@ class Router:
     def private(self, author: Author, name: str, text: str) -> str | None:
         """Send ``text`` from ``author`` to the one present member shown as
         ``name``, sealed to it (chat.private); the reason if it cannot be."""
-        found = [m for m in self.members.find(name) if m.node != author.id]
+        everyone = self.members.find(name)
+        found = [m for m in everyone if m.node != author.id]
         if not found:
+            if everyone:
+                return f"{name} is you: a private message goes to someone else"
             return f"nobody called {name} is here; /peers lists who is"
         if len(found) > 1:
             names = ", ".join(self.members.display_name(m.node) for m in found)

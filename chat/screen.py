@@ -74,7 +74,7 @@ class Screen:
                     self._held[delivery.node] = (due, delivery, wall, joined, live)
                     return []
         entry = self._line(delivery, wall=wall, joined=joined, live=live)
-        lines = [] if entry is None else [entry]
+        lines = [] if entry is None else [entry, *self._hosted(delivery, entry)]
         if isinstance(delivery, Event) and delivery.kind in ("join", "nick"):
             lines += self._name_check(delivery, wall)
         return lines
@@ -104,8 +104,16 @@ class Screen:
                 del self._held[node]
                 entry = self._line(event, wall=wall, joined=joined, live=live)
                 if entry is not None:
-                    out.append(entry)
+                    out += [entry, *self._hosted(event, entry)]
         return out
+
+    def _hosted(self, delivery: Delivery, entry: Entry) -> list[Entry]:
+        """A node gone (its leave, or a report of its loss): its plain-text
+        clients, whose events it made, are gone too (§9)."""
+        if not isinstance(delivery, Event) or entry.kind not in ("leave", "lost"):
+            return []
+        gone = delivery.node if delivery.kind == "lost" else delivery.origin
+        return self.members.depart_hosted(gone, delivery, entry.history)
 
     def _line(self, delivery: Delivery, *, wall: float, joined: float, live: bool) -> Entry | None:
         ts = delivery.ts

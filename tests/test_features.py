@@ -134,6 +134,8 @@ async def test_private_messages_refuse_what_they_cannot_do(group: Group) -> None
         assert notes[0].startswith("not sent: bob is more than one person: say which (bob~")
         notes = execute(alice.node, "/msg zed hi").notes
         assert notes == ["not sent: nobody called zed is here; /peers lists who is"]
+        notes = execute(alice.node, "/msg alice hi").notes
+        assert notes == ["not sent: alice is you: a private message goes to someone else"]
         assert execute(alice.node, "/msg bob").notes == ["usage: /msg NAME TEXT"]
         assert execute(alice.node, "/reply hi").notes == [
             "not sent: nobody has written to you privately"
@@ -423,3 +425,48 @@ async def test_join_chats_through_the_real_command() -> None:
             await joiner.wait_listening()
             await joiner.send_line("joined with one command")
             await first.wait_stdout("<joiner> joined with one command")
+
+
+# --------------------------------------------------------------------------
+# Found trying it as a person would (issue 15's review)
+
+
+async def test_a_text_client_leaves_with_the_node_that_hosts_it(group: Group) -> None:
+    # A netcat user on p1 must not stay present at p2 once p1 has left: p1
+    # says each client's leave before its own. (A host killed: test_hub.)
+    with trio.fail_after(10):
+        p1, p2 = await mesh(group, "p1", "p2")
+        nc = await text_client(p1.port)
+        await nc.send_all(b"/nick xena\nhello from netcat\n")
+        await p2.wait_text("hello from netcat")
+        assert [m.name for m in p2.node.members.find("xena")] == ["xena"]
+        p1.node.stop()
+        gone = await p2.wait_entry(lambda e: e.who == "xena" and e.kind in ("leave", "lost"))
+        assert gone.kind == "leave"
+        assert p2.node.members.find("xena") == []
+        await nc.aclose()
+
+
+async def test_a_restarted_person_is_not_told_apart_from_themselves(group: Group) -> None:
+    # Alice restarts (a new run key, the same identity): her old lines in
+    # bob's history are hers, not another alice's: no alice~XXXX.
+    with trio.fail_after(10):
+        identity = SigningKey()
+        alice = await group.start("alice", identity=identity)
+        bob = await group.start("bob")
+        bob.dial(alice)
+        await bob.wait_linked(alice)
+        alice.node.say("before the restart")
+        await bob.wait_text("before the restart")
+        old = alice.id
+        await alice.stop()
+        again = await group.start("alice", identity=identity)
+        again.dial(bob)
+        line = await again.wait_entry(lambda e: e.text == "before the restart")
+        assert line.history and line.who == "alice", line
+        assert again.node.members.display_name(old) == "alice"
+        # Another person called alice is still told apart.
+        other = await group.start("alice", identity=SigningKey())
+        other.dial(bob)
+        await bob.until(lambda: len(bob.node.members.find("alice")) == 2)
+        assert bob.node.members.display_name(other.id).startswith("alice~")

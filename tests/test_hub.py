@@ -322,12 +322,20 @@ async def test_a_peer_killed_is_shown_lost_exactly_once() -> None:
             victim = await group.peer("victim", hub.address)
             for proc in (alice, bob):
                 await proc.wait_stdout(joined("victim", history=None))
+            # A netcat user on the victim goes with it: its events were the
+            # victim's to make, and nobody else will say it left.
+            nc = await trio.open_tcp_stream("127.0.0.1", victim.port)
+            await nc.send_all(b"/nick xena\nxena here\n")
+            for proc in (alice, bob):
+                await proc.wait_stdout(said("xena", "xena here"))
 
             victim.kill()
             assert await victim.wait() == -signal.SIGKILL
             await hub.wait_stderr(disconnected("victim", "connection lost: .+"))
             for proc in (alice, bob):
                 await proc.wait_stdout(lost("victim"))
+                await proc.wait_stdout(lost("xena"))
+            await nc.aclose()
 
             await alice.send_line("after the loss")
             await bob.wait_stdout(said("alice", "after the loss"))
@@ -339,6 +347,7 @@ async def test_a_peer_killed_is_shown_lost_exactly_once() -> None:
 
             for proc in (alice, bob):
                 assert proc.stdout.count(lost("victim")) == 1, proc.describe()
+                assert proc.stdout.count(lost("xena")) == 1, proc.describe()
                 assert proc.stdout.count(left("victim")) == 0, proc.describe()
             assert hub.stderr.count(logged("DISCONNECTED", "victim .*")) == 1, hub.describe()
             assert_clean(group, hubs=[hub])
