@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import errno
 import getpass
+import importlib.util
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import trio
 
@@ -28,6 +32,11 @@ from chat.plain import Transcript, note, stdin_lines
 from chat.protocol import MAX_NAME, ProtocolError, name_problem
 from chat.sockets import dialable
 from chat.ui import ChatUI
+
+if TYPE_CHECKING:
+    from chat.bus import Bus
+
+BUS_ENV = "TRIO_CHAT_BUS"  # the bus URL, a password in it too
 
 log = logging.getLogger("chat")
 
@@ -269,7 +278,11 @@ def run_hub(args: argparse.Namespace) -> int:
     config = config_from(
         args, args.name, fd_limit=raise_fd_limit(), identity=files.identity, secret=files.secret
     )
-    node = Node(config, HubRole(quiet=args.quiet, log_rate=args.log_rate))
+    role = HubRole(quiet=args.quiet, log_rate=args.log_rate)
+    node = Node(config, role)
+    usable, bus = _bus(args, node)
+    if not usable:
+        return 2
 
     async def front() -> None:
         where = join_addr(args.host, node.listen_port or 0)
@@ -278,9 +291,40 @@ def run_hub(args: argparse.Namespace) -> int:
         )
         if node.tls is not None:
             log.info("this is %s", _ready(node, args, plain), extra={"tag": "SUCCESS"})
+        if bus is not None:
+            role.bus = bus
+            log.info("joined to other hubs through %s", bus.address.shown, extra={"tag": "SUCCESS"})
+            await bus.run()
 
     bye = ProtocolError("shutting_down", "the hub is shutting down")
     return trio.run(partial(_run_node, node, sock, args.dial, front, stop_error=bye, plain=plain))
+
+
+def _bus(args: argparse.Namespace, node: Node) -> tuple[bool, Bus | None]:
+    """The hub's bus (``--bus``, else ``$TRIO_CHAT_BUS``; None without one),
+    or False after saying why it cannot be used. chat.bus (and coredis) are
+    imported only here, only with a bus."""
+    url = args.bus or os.environ.get(BUS_ENV)
+    if not url:
+        return True, None
+    from chat.bus import Bus, parse_bus  # noqa: PLC0415 (only with a bus)
+
+    try:
+        address = parse_bus(url)
+    except ValueError as exc:
+        print(f"trio-chat: --bus: {exc}", file=sys.stderr)
+        return False, None
+    if args.bus and urlsplit(args.bus).password:
+        print(
+            f"trio-chat: --bus: a password on the command line is visible to everyone on this"
+            f" machine (ps); give the whole URL in ${BUS_ENV} instead",
+            file=sys.stderr,
+        )
+        return False, None
+    if importlib.util.find_spec("coredis") is None:
+        print("trio-chat: --bus needs coredis: pip install 'trio-chat[bus]'", file=sys.stderr)
+        return False, None
+    return True, Bus(address, node.router, history=args.history)
 
 
 def run_secret(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ line, ``127.0.0.1: 42 more lines suppressed``.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,6 +28,9 @@ from chat.logs import LineLimiter
 from chat.protocol import Error, Event, Peers
 from chat.role import Role
 from chat.textclient import TextSession
+
+if TYPE_CHECKING:
+    from chat.bus import Bus
 
 log = logging.getLogger("chat")
 
@@ -43,6 +47,7 @@ class HubRole(Role):
         self.quiet = quiet
         self.limiter = LineLimiter(log_rate, max(LOG_BURST, log_rate * 5))
         self._addresses: dict[str, str] = {}  # a text client's origin -> its address
+        self.bus: Bus | None = None  # other hubs, through Redis (chat.bus)
 
     def _event(self, address: str, tag: str, message: str, *args: object) -> None:
         allowed, suppressed = self.limiter.allow(address, trio.current_time())
@@ -110,6 +115,8 @@ class HubRole(Role):
         self._event(where, "ERROR", "%s reported %s: %s", link.name, frame.code, frame.message)
 
     def on_event(self, link: Link | None, event: Event) -> None:
+        if self.bus is not None:
+            self.bus.publish(event)  # (not those the bus itself delivered)
         if event.kind == "msg" and not self.quiet:
             where = _ip(link.where) if link else self._addresses.get(event.origin, "")
             self._event(where, "RECEIVED", "From %s: %s", event.name, event.text)

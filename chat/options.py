@@ -303,6 +303,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     hub.add_argument("--history", type=_count, default=10000, help="events kept (default 10000)")
     hub.add_argument("--quiet", action="store_true", help="do not log every message")
     hub.add_argument(
+        "--bus",
+        metavar="URL",
+        help="join other hubs through Redis: redis://HOST:PORT/DB[?group=NAME] (or rediss://);"
+        " a URL with a password goes in $TRIO_CHAT_BUS, never on the command line",
+    )
+    hub.add_argument(
         "--log-rate",
         type=_number,
         default=20.0,

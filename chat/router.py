@@ -44,6 +44,9 @@ Sink = Callable[[Entry], None]
 EventHook = Callable[[Link | None, Event], None]
 
 
+BUS_SOURCE = -1  # the history's source number of events read from the bus (chat.bus)
+
+
 class Router:
     """The events of one node and the links they go out on."""
 
@@ -101,6 +104,28 @@ class Router:
         else:
             self.gaps.notify()
         self.changes.notify()
+
+    def receive_relayed(self, event: Event) -> bool:
+        """An event from no link (the bus, chat.bus): checked like any
+        relayed event, then kept, flooded to every link and shown. True if
+        it was new and authentic."""
+        if not self.sequencer.is_new(event.origin, event.seq):
+            return False
+        self.signature_checks += 1
+        if node_id(event.pub) != event.origin or not verify(event.pub, event.sig, event.signed()):
+            self.bad_signatures += 1
+            return False
+        deliveries = self.sequencer.accept(event, trio.current_time())
+        if deliveries is None:
+            return False
+        self._flood(event, self.history.add(event, BUS_SOURCE), None)
+        self.on_event(None, event)
+        if deliveries:
+            self.deliver(deliveries, live=True)
+        else:
+            self.gaps.notify()
+        self.changes.notify()
+        return True
 
     def _authentic(self, link: Link, event: Event) -> bool:
         """Whether ``event`` is its origin's: its key is the origin's and signed it (§4).

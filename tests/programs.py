@@ -1,6 +1,6 @@
 """The external programs some tests drive, and what to do when one is missing.
 
-A test that drives netcat, tmux or telnet is marked ``@pytest.mark.needs(NAME)``.
+A test that drives netcat, tmux, telnet or redis-server is marked ``@pytest.mark.needs(NAME)``.
 On a person's machine without the program it is skipped with a reason that
 names the program and the Debian package that provides it; under
 ``CI=true`` it fails instead, since CI (``.ci/run``) installs them all and
@@ -16,6 +16,7 @@ import subprocess
 
 # program -> the Debian package that provides it
 PACKAGES = {"nc": "netcat-openbsd", "tmux": "tmux", "telnet": "telnet"}
+PACKAGES["redis-server"] = "redis-server"
 
 
 def in_ci() -> bool:

@@ -8,6 +8,8 @@ or through others, a module that imports it back.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,30 @@ def test_no_import_cycle_in_chat() -> None:
     for module in graph:
         if module not in state:
             visit(module)
+
+
+def test_without_a_bus_nothing_redis_is_imported() -> None:
+    # A hub without --bus: neither chat.bus nor coredis is imported (issue 16).
+    code = (
+        "import sys, chat.cli, chat.hub, chat.node\n"
+        "print(sorted(m for m in sys.modules if m == 'chat.bus' or m.startswith('coredis')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:6379/0", "the bus is redis://"),
+        ("redis://127.0.0.1:notaport/0", "port is not a number"),
+        ("redis://127.0.0.1:6379/0?group=a/b", "a bus group is 1 to 64"),
+        ("redis://user:hunter2@127.0.0.1:6379/0", "password on the command line"),
+    ],
+)
+def test_a_bad_bus_is_refused_in_a_line(url: str, why: str) -> None:
+    command = [sys.executable, "-m", "chat", "hub", "0", "--host", "127.0.0.1", "--bus", url]
+    out = subprocess.run(command, check=False, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out
+    assert why in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert "hunter2" not in out.stderr  # a secret is never echoed

@@ -1,0 +1,226 @@
+"""Hubs joined through a Redis stream: ``trio-chat hub PORT --bus URL``.
+
+Every hub of a deployment appends each event it accepts for the first time
+(its signed bytes as received, and the hub's node id) to the stream
+``trio-chat:{group}`` (XADD, trimmed to about ``--history`` entries), and
+reads the stream from its own last position (XREAD BLOCK) for the other
+hubs' events. Those are checked like any relayed event (§4: an event from
+the bus is not first-hop, so its signature is verified) and delivered like
+any other; de-duplication by (origin, seq) drops an event that comes back.
+
+At start a hub reads the stream's most recent entries as its history. While
+Redis cannot be reached the hub keeps serving its own clients, logs one line
+per outage, retries with back-off, keeps what it accepted meanwhile (up to
+``--history`` events) and appends it on return; it reads on from the last
+entry it had, so nothing within the trimmed window is lost.
+
+coredis (anyio-based, so it runs under trio) is imported here and only when
+the bus runs: without ``--bus`` nothing Redis-related is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import trio
+
+from chat.parse import parse_frame
+from chat.protocol import Event, ProtocolError
+from chat.router import Router
+
+log = logging.getLogger("chat")
+
+CALL_TIMEOUT = 5.0  # seconds one Redis call may take (a stopped server never answers)
+READ_BLOCK_MS = 1000  # how long one XREAD waits for news
+BATCH = 500  # entries appended or read at a time
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0  # seconds between tries while Redis is away
+_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class BusAddress:
+    """Where the bus is: a Redis URL for coredis, and the group's stream."""
+
+    url: str
+    group: str
+
+    @property
+    def stream(self) -> str:
+        return f"trio-chat:{self.group}"
+
+    @property
+    def shown(self) -> str:
+        """The URL without its password, for logs and errors."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def parse_bus(url: str) -> BusAddress:
+    """``redis://[user:password@]HOST:PORT/DB[?group=NAME]`` (or ``rediss://``).
+
+    Raises ValueError with a line for the person when it is not one.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("the bus is redis://[user:password@]HOST:PORT/DB[?group=NAME]")
+    try:
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError:
+        raise ValueError("the bus URL's port is not a number from 1 to 65535") from None
+    query = parse_qsl(parts.query)
+    groups = [value for key, value in query if key == "group"]
+    group = groups[-1] if groups else "main"
+    if not _GROUP.fullmatch(group):
+        raise ValueError("a bus group is 1 to 64 letters, digits, '_', '.' or '-'")
+    rest = urlencode([(key, value) for key, value in query if key != "group"])
+    return BusAddress(urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")), group)
+
+
+class Bus:
+    """One hub's side of the bus: what it appends and what it reads."""
+
+    def __init__(self, address: BusAddress, router: Router, *, history: int) -> None:
+        self.address = address
+        self.router = router
+        self.history = max(1, history)
+        self.me = router.me.id.encode("ascii")
+        self.pending: deque[bytes] = deque(maxlen=self.history)  # accepted, not yet appended
+        self.last_id = b"0-0"  # the last stream entry read
+        self.loaded = trio.Event()  # the stream's history has been read
+        self.appended = self.received = self.refused = 0
+        self.down_since: float | None = None  # an outage under way, since then
+        self._wake = trio.Event()
+        self._injecting = False
+
+    # ------------------------------------------------------------ the hub's side
+
+    def publish(self, event: Event) -> None:
+        """An event this hub accepted for the first time: to be appended."""
+        if self._injecting:
+            return  # it came from the bus
+        if len(self.pending) == self.pending.maxlen:
+            log.warning("bus: more than %d events waiting: the oldest is dropped", self.history)
+        self.pending.append(event.raw)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Append and read until cancelled; Redis may come and go."""
+        coredis: Any = importlib.import_module("coredis")
+        self._errors = (coredis.exceptions.RedisError, OSError, TimeoutError, trio.TooSlowError)
+        client = coredis.Redis.from_url(
+            self.address.url, retry_policy=coredis.retry.NoRetryPolicy()
+        )
+        async with client, trio.open_nursery() as nursery:
+            nursery.start_soon(self._reader, client)
+            nursery.start_soon(self._writer, client)
+
+    # ------------------------------------------------------------ the two tasks
+
+    async def _writer(self, client: Any) -> None:
+        tokens: Any = importlib.import_module("coredis.tokens").PureToken
+        delay = BACKOFF_FIRST
+        while True:
+            if not self.pending:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            batch = [self.pending[i] for i in range(min(BATCH, len(self.pending)))]
+            try:
+                with trio.fail_after(CALL_TIMEOUT):
+                    async with client.pipeline(transaction=False) as pipe:
+                        for raw in batch:
+                            pipe.xadd(
+                                self.address.stream,
+                                {b"e": raw, b"h": self.me},
+                                trim_strategy=tokens.MAXLEN,
+                                threshold=self.history,
+                                trim_operator=tokens.APPROXIMATELY,
+                            )
+            except self._errors as exc:
+                delay = await self._outage(exc, delay)
+                continue  # (a batch half appended comes again: readers drop duplicates)
+            for _ in batch:
+                self.pending.popleft()
+            self.appended += len(batch)
+            delay = self._back(delay)
+
+    async def _reader(self, client: Any) -> None:
+        delay = BACKOFF_FIRST
+        stream = self.address.stream
+        while True:
+            try:
+                with trio.fail_after(CALL_TIMEOUT):
+                    if not self.loaded.is_set():
+                        newest_first = await client.xrevrange(stream, count=self.history)
+                        entries = list(reversed(newest_first))
+                    else:
+                        got = await client.xread(
+                            {stream: self.last_id}, count=BATCH, block=READ_BLOCK_MS
+                        )
+                        entries = [e for found in (got or {}).values() for e in found]
+            except self._errors as exc:
+                delay = await self._outage(exc, delay)
+                continue
+            delay = self._back(delay)
+            for entry in entries:
+                self.last_id = entry.identifier
+                self._take(entry.field_values)
+            self.loaded.set()
+
+    def _take(self, fields: Any) -> None:
+        """One stream entry: another hub's event, delivered here."""
+        if fields.get(b"h") == self.me:
+            return  # ours, come back
+        raw = fields.get(b"e")
+        try:
+            event = parse_frame(raw) if isinstance(raw, bytes) else None
+        except ProtocolError:
+            event = None
+        if not isinstance(event, Event):
+            self.refused += 1
+            return
+        self._injecting = True
+        try:
+            if self.router.receive_relayed(event):
+                self.received += 1
+        finally:
+            self._injecting = False
+
+    # ------------------------------------------------------------ outages
+
+    async def _outage(self, exc: BaseException, delay: float) -> float:
+        if self.down_since is None:
+            self.down_since = trio.current_time()
+            log.warning(
+                "bus %s unreachable (%s): serving this hub's clients alone, retrying",
+                self.address.shown,
+                _reason(exc),
+            )
+        await trio.sleep(delay)
+        return min(delay * 2, BACKOFF_MAX)
+
+    def _back(self, delay: float) -> float:
+        if self.down_since is not None:
+            away = trio.current_time() - self.down_since
+            self.down_since = None
+            log.warning(
+                "bus %s back after %.1f s; %d events to append",
+                self.address.shown,
+                away,
+                len(self.pending),
+            )
+        return BACKOFF_FIRST if delay != BACKOFF_FIRST else delay
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return f"no answer in {CALL_TIMEOUT:g} s"
+    return str(exc) or type(exc).__name__
