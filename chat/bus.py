@@ -14,6 +14,13 @@ per outage, retries with back-off, keeps what it accepted meanwhile (up to
 ``--history`` events) and appends it on return; it reads on from the last
 entry it had, so nothing within the trimmed window is lost.
 
+Presence: each hub sets a heartbeat key ``trio-chat:{group}:hub:{id}`` that
+expires ``HEARTBEAT_TTL`` seconds after its last beat (one a second), and
+each entry names the hub that appended it, so every hub knows whose clients
+an origin is. When a hub's key has expired (it died without a leave), the
+others report each of its present clients, and it, ``lost``: as a node does
+for a direct link that dropped (§4), once each.
+
 coredis (anyio-based, so it runs under trio) is imported here and only when
 the bus runs: without ``--bus`` nothing Redis-related is imported.
 """
@@ -23,7 +30,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -33,6 +40,7 @@ import trio
 from chat.parse import parse_frame
 from chat.protocol import Event, ProtocolError
 from chat.router import Router
+from chat.state import MAX_ORIGINS
 
 log = logging.getLogger("chat")
 
@@ -40,6 +48,7 @@ CALL_TIMEOUT = 5.0  # seconds one Redis call may take (a stopped server never an
 READ_BLOCK_MS = 1000  # how long one XREAD waits for news
 BATCH = 500  # entries appended or read at a time
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0  # seconds between tries while Redis is away
+HEARTBEAT, HEARTBEAT_TTL = 1.0, 3.0  # seconds between a hub's beats; its key's lifetime
 _GROUP = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -53,6 +62,9 @@ class BusAddress:
     @property
     def stream(self) -> str:
         return f"trio-chat:{self.group}"
+
+    def heartbeat(self, hub: str) -> str:
+        return f"trio-chat:{self.group}:hub:{hub}"
 
     @property
     def shown(self) -> str:
@@ -99,6 +111,10 @@ class Bus:
         self.down_since: float | None = None  # an outage under way, since then
         self._wake = trio.Event()
         self._injecting = False
+        # Whose clients the origins are: origin -> the hub that appended its
+        # latest event (bounded like every table of origins, chat.state).
+        self.homes: OrderedDict[str, str] = OrderedDict()
+        self.hubs: dict[str, bool] = {}  # other hubs -> whether their beat was seen
 
     # ------------------------------------------------------------ the hub's side
 
@@ -121,6 +137,7 @@ class Bus:
         async with client, trio.open_nursery() as nursery:
             nursery.start_soon(self._reader, client)
             nursery.start_soon(self._writer, client)
+            nursery.start_soon(self._heartbeat, client)
 
     # ------------------------------------------------------------ the two tasks
 
@@ -175,18 +192,55 @@ class Bus:
                 self._take(entry.field_values)
             self.loaded.set()
 
+    async def _heartbeat(self, client: Any) -> None:
+        """Say this hub is alive; report the clients of a hub that is not."""
+        mine = self.address.heartbeat(self.router.me.id)
+        while True:
+            try:
+                with trio.fail_after(CALL_TIMEOUT):
+                    await client.set(mine, b"1", px=int(HEARTBEAT_TTL * 1000))
+                    alive = {
+                        hub: await client.get(self.address.heartbeat(hub)) for hub in self.hubs
+                    }
+            except self._errors:
+                alive = None  # (an outage: the reader and writer say so; no verdicts)
+            for hub, beat in (alive or {}).items():
+                if beat is not None:
+                    self.hubs[hub] = True
+                elif self.hubs.pop(hub):  # seen alive before, expired now: it died
+                    self._gone(hub)
+            await trio.sleep(HEARTBEAT)
+
+    def _gone(self, hub: str) -> None:
+        """A hub's heartbeat expired: its present clients, and it, are lost."""
+        members = self.router.members
+        lost = [origin for origin, home in self.homes.items() if home == hub]
+        log.warning("bus: hub %s stopped beating: %d of its nodes lost", hub[:8], len(lost))
+        for origin in [hub, *lost]:
+            self.homes.pop(origin, None)
+            member = members.get(origin)
+            if member is not None and member.present:
+                self.router.originate(self.router.me, "lost", node=origin)
+
     def _take(self, fields: Any) -> None:
         """One stream entry: another hub's event, delivered here."""
-        if fields.get(b"h") == self.me:
+        hub = fields.get(b"h")
+        if hub == self.me:
             return  # ours, come back
         raw = fields.get(b"e")
         try:
             event = parse_frame(raw) if isinstance(raw, bytes) else None
         except ProtocolError:
             event = None
-        if not isinstance(event, Event):
+        if not isinstance(event, Event) or not isinstance(hub, bytes) or not hub.isascii():
             self.refused += 1
             return
+        home = hub.decode("ascii")
+        self.hubs.setdefault(home, False)
+        self.homes[event.origin] = home
+        self.homes.move_to_end(event.origin)
+        while len(self.homes) > MAX_ORIGINS:
+            self.homes.popitem(last=False)
         self._injecting = True
         try:
             if self.router.receive_relayed(event):

@@ -283,6 +283,7 @@ def run_hub(args: argparse.Namespace) -> int:
     usable, bus = _bus(args, node)
     if not usable:
         return 2
+    role.bus = bus  # from the hub's own join on, what it accepts is appended
 
     async def front() -> None:
         where = join_addr(args.host, node.listen_port or 0)
@@ -292,7 +293,6 @@ def run_hub(args: argparse.Namespace) -> int:
         if node.tls is not None:
             log.info("this is %s", _ready(node, args, plain), extra={"tag": "SUCCESS"})
         if bus is not None:
-            role.bus = bus
             log.info("joined to other hubs through %s", bus.address.shown, extra={"tag": "SUCCESS"})
             await bus.run()
 

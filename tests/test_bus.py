@@ -7,6 +7,7 @@ real hub and peer processes of the real command.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from procs import ChatProcess, ProcessGroup, joined, said
+from procs import ChatProcess, ProcessGroup, joined, lost, said
 from programs import path_of
 from test_hub import assert_no_duplicates, messages, start_hub, watched_group
 
@@ -86,6 +87,11 @@ async def test_three_hubs_on_one_redis_deliver_everything_once_in_order(redis: R
             for proc in peers:  # presence across hubs: each sees the others join
                 for other in peers:
                     await proc.wait_stdout(joined(other.name, history=None))
+            # /peers on a's side (hub1) lists the members on hub2 and hub3.
+            await peers[0].send_line("/peers")
+            await peers[0].wait_stderr(r".*5 present besides you \(a, .*")
+            for name in ("b", "c", "hub2", "hub3"):
+                await peers[0].wait_stderr(rf".*  {name}  SHA256:.*")
             sent = {proc.name: [f"{proc.name} says {n}" for n in range(1, 6)] for proc in peers}
             for n in range(5):
                 for proc in peers:
@@ -138,3 +144,41 @@ async def test_redis_away_for_a_while_loses_nothing(redis: Redis) -> None:
             for hub in (one, two):  # one line for the outage, not one per event or try
                 assert hub.stderr.count(r".*unreachable.*") == 1, hub.describe()
                 assert hub.stderr.count(r".*back after.*") == 1, hub.describe()
+
+
+async def test_a_hub_killed_is_reported_by_the_others_and_restarts_from_the_stream(
+    redis: Redis,
+) -> None:
+    with trio.fail_after(60):
+        async with watched_group() as group:
+            one, two = [await bus_hub(group, redis, f"hub{i}") for i in (1, 2)]
+            quick = ("--keepalive", "1")  # relayed lost reports are held 3 s (chat/screen.py)
+            a = await group.peer("a", one.address, *quick)
+            b = await group.peer("b", two.address, *quick)
+            c = await group.peer("c", two.address, *quick)
+            for proc in (a, b, c):
+                for other in (a, b, c):
+                    await proc.wait_stdout(joined(other.name, history=None))
+            await b.send_line("b before the kill")
+            await a.wait_stdout(said("b", "b before the kill"))
+
+            two.kill()
+            await two.wait()
+            # hub1 no longer hears hub2 beat: its clients, seen from a, are lost.
+            for name in ("b", "c", "hub2"):
+                await a.wait_stdout(lost(name))
+            await a.send_line("a while hub2 is down")
+
+            # hub2 again, on its port: it reads the stream, b and c come back.
+            two = await start_hub(group, "--bus", redis.url(), port=two.port, name="hub2")
+            for proc in (b, c):
+                await proc.wait_stdout(said("a", "a while hub2 is down"))
+            await b.send_line("b after the restart")
+            await a.wait_stdout(said("b", "b after the restart"))
+            await c.wait_stdout(said("b", "b after the restart"))
+            for proc in (a, b, c):
+                assert_no_duplicates(proc, allowed=re.compile(r"\*\*\* .* joined"))
+            for name in ("b", "c"):
+                assert a.stdout.count(lost(name)) == 1, a.describe()
+            assert messages(a)["b"] == ["b before the kill", "b after the restart"]
+            assert messages(c)["a"] == ["a while hub2 is down"], c.describe()
