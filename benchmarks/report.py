@@ -71,6 +71,9 @@ def report(results: dict[str, Any], quick: bool) -> str:
         f"| W6 one peer relaying signed events: per CPU-second, own / relayed (checked)"
         f" | {r6['own']['events_per_cpu_s']:,.0f} / {r6['relayed']['events_per_cpu_s']:,.0f}"
         f" ({r6['check_us_per_event']:.0f} µs a check) | | | report |",
+        *_bus_rows(results.get("bus", {})),
+        "",
+        *bus_estimate(results.get("bus", {})),
         "",
         "Where a relaying peer's time goes (W6, py-spy, share of samples, inclusive):",
         "",
@@ -87,3 +90,58 @@ def report(results: dict[str, Any], quick: bool) -> str:
         "```",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _bus_rows(bus: dict[str, Any]) -> list[str]:
+    """Two hubs on one Redis beside one hub alone (the bus workload)."""
+    if "skipped" in bus or not bus:
+        return [f"| hubs on one Redis | {bus.get('skipped', 'not run')} | | | report |"]
+    one1, two1, one2, two2 = (
+        bus[k] for k in ("W1 one hub", "W1 two hubs", "W2 one hub", "W2 two hubs")
+    )
+    return [
+        f"| W1 through two hubs on one Redis (clients split) | {two1['deliveries_per_s']:,.0f}/s,"
+        f" lost {two1['lost']}, dup {two1['duplicates']};"
+        f" {two1['events_through_bus_per_s']:,.0f} events/s through the bus"
+        f" | (one hub: {one1['deliveries_per_s']:,.0f}/s)"
+        f" | {two1['deliveries_per_s'] / one1['deliveries_per_s']:.2f}x of one | report |",
+        f"| W2 through two hubs on one Redis: p50 / p99 | {two2['latency_ms']['p50']:.2f}"
+        f" / {two2['latency_ms']['p99']:.2f} ms | (one hub: p99"
+        f" {one2['latency_ms']['p99']:.2f} ms) | | report |",
+    ]
+
+
+def bus_estimate(bus: dict[str, Any]) -> list[str]:
+    """How many clients N hubs carry, from this run's per-hub and bus figures."""
+    if "skipped" in bus or not bus:
+        return []
+    per_hub = bus["W1 one hub"]["deliveries_per_s"]
+    through = bus["W1 two hubs"]["events_through_bus_per_s"]
+    lines = [
+        "How many clients N hubs carry, estimated from this run. A hub delivers at most"
+        f" D = {per_hub:,.0f} events/s to its clients (W1, one hub), and the bus path"
+        f" carried at most B = {through:,.0f} distinct events/s (W1 through two hubs, where"
+        " each hub checks every event of the other's clients: a relayed event, 98-120 µs;"
+        " both hubs, Redis and the load tool shared these 2 cores). In a group where each"
+        " of N x c clients (c per hub) writes one message every s seconds, the group makes"
+        " E = N c / s events/s, and each hub delivers E c of them: c <= sqrt(D s / N) and"
+        " E <= B. With a message every 10 s per client:",
+        "",
+        "| hubs N | clients per hub c (D bound) | clients in all | events/s E (bus bound B) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for hubs in (1, 2, 4, 8):
+        per = int((per_hub * 10 / hubs) ** 0.5)
+        events = hubs * per / 10
+        if events > through:  # the bus bound: fewer clients
+            per = int(through * 10 / hubs)
+            events = hubs * per / 10
+        lines.append(f"| {hubs} | {per:,} | {hubs * per:,} | {events:,.0f} |")
+    lines += [
+        "",
+        "A chattier group (a message a second each) divides these by about 3 (the D bound)"
+        " or 10 (the B bound). Each added hub adds its own clients' fan-out capacity; what"
+        " every hub pays for is checking every other hub's events, so the bus path's B"
+        " bounds a deployment, not a hub.",
+    ]
+    return lines

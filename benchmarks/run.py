@@ -14,6 +14,7 @@ W5 mesh         20 peer processes, full mesh: time for a message to reach all
 closed          W1 and W2 on a closed group (TLS 1.3 and a secret): the cost of TLS
 W6 relayed      one peer checks 100000 relayed signed events: events per CPU-second,
                 the cost of a check, where the time goes (py-spy); see relayed.py
+bus             W1 and W2 through two hubs on one Redis beside one hub alone; see bus.py
 
 Every client speaks protocol 2: it completes the handshake, and its
 messages are signed before the timed part (``trio-chat bench`` signs them
@@ -69,7 +70,9 @@ def rss_kib(pid: int) -> int:
 
 
 @contextmanager
-def server(kind: str, log: Path, secret: Path | None = None) -> Iterator[Server]:
+def server(
+    kind: str, log: Path, secret: Path | None = None, extra: tuple[str, ...] = ()
+) -> Iterator[Server]:
     """A fresh hub or reference relay on a free port, stopped afterwards.
 
     ``secret``: the hub's group secret file (a closed group: TLS, §8).
@@ -78,6 +81,7 @@ def server(kind: str, log: Path, secret: Path | None = None) -> Iterator[Server]
         command = [PY, "-m", "chat", "hub", "0", "--host", "127.0.0.1", "--quiet", "--rate", "0"]
         if secret is not None:
             command += ["--secret-file", str(secret)]
+        command += extra
         command += ["--link-rate", "0", "--max-connections", "15000", "--origin-rate", "0"]
         # Every bench client comes from 127.0.0.1: no per-address limits.
         command += ["--max-per-address", "0", "--max-text-per-address", "0", "--join-rate", "0"]
@@ -338,7 +342,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads, for a check")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--only", nargs="*", default=["W1", "W2", "closed", "W3", "W4", "W5", "W6"])
+    every = ["W1", "W2", "closed", "W3", "W4", "W5", "W6", "bus"]
+    parser.add_argument("--only", nargs="*", default=every)
     args = parser.parse_args()
     raise_fd_limit(FD_LIMIT)  # children inherit it: 10000 clients need as many fds
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -347,7 +352,10 @@ def main() -> int:
     # Every node started here keeps its identity and known names in the logs
     # directory, never in the person's own config directory.
     os.environ["XDG_CONFIG_HOME"] = str(logs / "config")
+    from bus import bus  # noqa: PLC0415 (it imports this module: server, bench)
+
     workloads = {"W1": w1, "W2": w2, "closed": closed, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
+    workloads["bus"] = bus
     results: dict[str, Any] = {"machine": machine(), "fd_limit": soft}
     for name in args.only:
         print(f"bench: running {name} ...", file=sys.stderr, flush=True)

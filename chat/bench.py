@@ -48,6 +48,9 @@ class Options:
     silent: int = 0  # clients that never read (a slow-consumer workload)
     connect_concurrency: int = 200
     secret: bytes | None = None  # a closed group's: TLS, and its proofs (§8)
+    # More hubs of one group (joined by a bus): clients go round-robin over
+    # (host, port) and these, so senders and receivers are spread.
+    more: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -132,7 +135,9 @@ class Bench:
     async def connect(self, index: int, limit: trio.Semaphore) -> _Client:
         """Open one client and complete its handshake (docs/PROTOCOL.md §3)."""
         async with limit:
-            stream = await trio.open_tcp_stream(self.o.host, self.o.port)
+            targets = ((self.o.host, self.o.port), *self.o.more)
+            host, port = targets[index % len(targets)]
+            stream = await trio.open_tcp_stream(host, port)
             client = _Client(index, stream)
             key = client.key
             group = None

@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--silent", type=int, default=0, help="clients that never read")
     parser.add_argument("--json", action="store_true", help="one JSON line of results")
     parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="another hub of the same group (joined by --bus): clients are spread round-robin",
+    )
+    parser.add_argument(
         "--secret-file",
         type=Path,
         metavar="PATH",
@@ -48,6 +55,10 @@ def main(args: argparse.Namespace) -> int:
             f"trio-chat bench: invalid address {args.target!r} (expected HOST:PORT)",
             file=sys.stderr,
         )
+        return 2
+    others = [split_addr(other) for other in args.also]
+    if None in others:
+        print("trio-chat bench: --also takes HOST:PORT", file=sys.stderr)
         return 2
     # Senders are the first clients; silent ones sit before the last (the probe).
     room = args.clients - (args.silent + 1 if args.silent else 0)
@@ -76,6 +87,7 @@ def main(args: argparse.Namespace) -> int:
         args.window,
         args.silent,
         secret=secret,
+        more=tuple(o for o in others if o is not None),
     )
     bench = Bench(options)
     errors: list[BaseException] = []
