@@ -107,7 +107,7 @@ class Bus:
         self.pending: deque[bytes] = deque(maxlen=self.history)  # accepted, not yet appended
         self.last_id = b"0-0"  # the last stream entry read
         self.loaded = trio.Event()  # the stream's history has been read
-        self.appended = self.received = self.refused = 0
+        self.appended = self.received = self.refused = self.dropped = 0
         self.down_since: float | None = None  # an outage under way, since then
         self._wake = trio.Event()
         self._injecting = False
@@ -123,7 +123,7 @@ class Bus:
         if self._injecting:
             return  # it came from the bus
         if len(self.pending) == self.pending.maxlen:
-            log.warning("bus: more than %d events waiting: the oldest is dropped", self.history)
+            self.dropped += 1  # past the stream's own window: said once, when Redis is back
         self.pending.append(event.raw)
         self._wake.set()
 
@@ -266,11 +266,15 @@ class Bus:
             away = trio.current_time() - self.down_since
             self.down_since = None
             log.warning(
-                "bus %s back after %.1f s; %d events to append",
+                "bus %s back after %.1f s; %d events to append%s",
                 self.address.shown,
                 away,
                 len(self.pending),
+                f" ({self.dropped} older ones past --history were not kept)"
+                if self.dropped
+                else "",
             )
+            self.dropped = 0
         return BACKOFF_FIRST if delay != BACKOFF_FIRST else delay
 
 
