@@ -20,7 +20,7 @@ commands:
   /reply TEXT        answer the last private message
   /ignore [NAME]     hide NAME's lines (by identity); alone: list who is hidden
   /unignore NAME     show NAME's lines again
-  /bell off|mentions|all  when to ring the terminal bell (default mentions)
+  /bell MODE         when the bell rings: off, mentions (the default) or all
   /connect HOST:PORT dial another peer or hub
   /exit, /quit       leave the chat (also Ctrl+D; Ctrl+C on an empty line)
   //text             send a message that starts with "/"

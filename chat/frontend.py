@@ -116,12 +116,13 @@ def attention_command(node: Node, name: str, arg: str) -> list[str]:
 def peers_lines(node: Node) -> list[str]:
     """Who is present, one line each: name, fingerprint, address, direct or via whom."""
     lines = []
-    for member in node.members.present():
-        if member.node == node.id:
-            continue
-        name = node.members.display_name(member.node)
+    others = [m for m in node.members.present() if m.node != node.id]
+    names = [node.members.display_name(m.node) for m in others]
+    width = max(map(len, names), default=0)  # (a column)
+    for name, member in zip(names, others, strict=True):
         where, how, _ = _route(node, member)
-        lines.append(f"  {name}  {member.fingerprint}  " + (f"{where}  {how}" if where else how))
+        start = f"  {name:<{width}}  {member.fingerprint}  "
+        lines.append(start + (f"{where}  {how}" if where else how))
     header = f"{len(lines)} present besides you ({node.name}, {node.fingerprint})"
     return [header, *lines]
 

@@ -121,8 +121,10 @@ class Links:
         """For the text sessions' /peers: who is present, with fingerprints."""
         members = self.router.members
         present = members.present()
+        names = [members.display_name(m.node) for m in present]
+        width = max(map(len, names), default=0)
         lines = [f"{len(present)} present:"]
-        lines += [f"  {members.display_name(m.node)}  {m.fingerprint}" for m in present]
+        lines += [f"  {n:<{width}}  {m.fingerprint}" for n, m in zip(names, present, strict=True)]
         return lines
 
     @property

@@ -91,7 +91,7 @@ async def test_three_hubs_on_one_redis_deliver_everything_once_in_order(redis: R
             await peers[0].send_line("/peers")
             await peers[0].wait_stderr(r".*5 present besides you \(a, .*")
             for name in ("b", "c", "hub2", "hub3"):
-                await peers[0].wait_stderr(rf".*  {name}  SHA256:.*")
+                await peers[0].wait_stderr(rf".*  {name} +SHA256:.*")
             sent = {proc.name: [f"{proc.name} says {n}" for n in range(1, 6)] for proc in peers}
             for n in range(5):
                 for proc in peers:
