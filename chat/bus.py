@@ -111,6 +111,8 @@ class Bus:
         self.down_since: float | None = None  # an outage under way, since then
         self._wake = trio.Event()
         self._injecting = False
+        # What a Redis call may raise that is an outage (run() adds coredis's).
+        self._errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, trio.TooSlowError)
         # Whose clients the origins are: origin -> the hub that appended its
         # latest event (bounded like every table of origins, chat.state).
         self.homes: OrderedDict[str, str] = OrderedDict()
@@ -130,7 +132,7 @@ class Bus:
     async def run(self) -> None:
         """Append and read until cancelled; Redis may come and go."""
         coredis: Any = importlib.import_module("coredis")
-        self._errors = (coredis.exceptions.RedisError, OSError, TimeoutError, trio.TooSlowError)
+        self._errors = (coredis.exceptions.RedisError, *self._errors)
         client = coredis.Redis.from_url(
             self.address.url, retry_policy=coredis.retry.NoRetryPolicy()
         )
@@ -164,8 +166,9 @@ class Bus:
             except self._errors as exc:
                 delay = await self._outage(exc, delay)
                 continue  # (a batch half appended comes again: readers drop duplicates)
-            for _ in batch:
-                self.pending.popleft()
+            for raw in batch:  # (what a full queue dropped meanwhile is gone already)
+                if self.pending and self.pending[0] is raw:
+                    self.pending.popleft()
             self.appended += len(batch)
             delay = self._back(delay)
 
