@@ -246,7 +246,7 @@ class Bus:
             self.homes.popitem(last=False)
         self._injecting = True
         try:
-            if self.router.receive_relayed(event):
+            if self.router.receive(None, event):
                 self.received += 1
         finally:
             self._injecting = False

@@ -73,6 +73,9 @@ class Membership:
         # The same, per (skeleton, fingerprint): one person under one name
         # twice (a restarted node's old run beside its new one) is no clash.
         self._same: Counter[tuple[str, str]] = Counter()
+        # Nodes that vouched for a plain-text client heard of (depart_hosted),
+        # forgotten when they depart.
+        self._hosts: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._members)
@@ -150,6 +153,9 @@ class Membership:
     def depart_hosted(self, host: str, event: Event, history: bool) -> list[Entry]:
         """The plain-text clients ``host`` vouched for go with it (its leave
         or loss, ``event``): lost, one line each, so none stays present."""
+        if host not in self._hosts:
+            return []  # (most departures: nobody it vouched for was heard of)
+        self._hosts.discard(host)
         out = []
         for member in [m for m in self._members.values() if m.present and m.host == host]:
             who = self.display_name(member.node)
@@ -174,6 +180,10 @@ class Membership:
         if event.kind in ("join", "nick"):
             who = who_of(event)
             member.fingerprint, member.person, member.host = who.fingerprint, who.person, who.host
+            if who.host:
+                self._hosts.add(who.host)
+                if len(self._hosts) > self.max_members:  # (bounded like the members)
+                    self._hosts.pop()
             member.box = unb64(str(event.extra.get("box", "")), 32) or b""
         self._set(member, event.name, member.present or present)
         return who

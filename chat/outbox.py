@@ -166,19 +166,15 @@ class Outbox:
 
     def _write_sealed(self, fd: int) -> bool:
         """Seal what is queued (a batch at a time) and hand it to the kernel."""
-        sealer, sealed = self.sealer, self._sealed
-        assert sealer is not None
         while True:
-            if not sealed:
+            if not self._sealed:
                 if not self._frames:
-                    self._sealed = b""
                     return True
-                sealed = sealer.seal(self._take_plain(SEAL_BATCH))
-            sent = os.write(fd, sealed)
-            if sent < len(sealed):
-                self._sealed = sealed[sent:]
+                self._sealed = self.seal(self._take_plain(SEAL_BATCH))
+            sent = os.write(fd, self._sealed)
+            self._sealed = self._sealed[sent:]
+            if self._sealed:
                 return False
-            sealed = b""
 
     def _write_frames(self, fd: int) -> bool:
         """Hand the kernel what it takes now; True once nothing is left.

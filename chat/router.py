@@ -88,46 +88,28 @@ class Router:
     def is_new(self, origin: str, seq: int) -> bool:
         return self.sequencer.is_new(origin, seq)
 
-    def receive(self, link: Link, event: Event) -> None:
-        """An event from ``link``: new ones are checked, kept, flooded and shown (§4, §5)."""
+    def receive(self, link: Link | None, event: Event) -> bool:
+        """An event from ``link``, or from no link (the bus, chat.bus): new
+        ones are checked, kept, flooded and shown (§4, §5). True if it was
+        new and authentic."""
         if not self.sequencer.is_new(event.origin, event.seq):
-            return  # seen before: dropped before any cryptography
+            return False  # seen before: dropped before any cryptography
         if not self._authentic(link, event):
-            return  # never shown, kept, forwarded or counted as seen (§4)
+            return False  # never shown, kept, forwarded or counted as seen (§4)
         deliveries = self.sequencer.accept(event, trio.current_time())
         if deliveries is None:
-            return
-        self._flood(event, self.history.add(event, link.serial), link)
+            return False
+        source = BUS_SOURCE if link is None else link.serial
+        self._flood(event, self.history.add(event, source), link)
         self.on_event(link, event)
         if deliveries:
-            self.deliver(deliveries, live=link.live)
-        else:
-            self.gaps.notify()
-        self.changes.notify()
-
-    def receive_relayed(self, event: Event) -> bool:
-        """An event from no link (the bus, chat.bus): checked like any
-        relayed event, then kept, flooded to every link and shown. True if
-        it was new and authentic."""
-        if not self.sequencer.is_new(event.origin, event.seq):
-            return False
-        self.signature_checks += 1
-        if node_id(event.pub) != event.origin or not verify(event.pub, event.sig, event.signed()):
-            self.bad_signatures += 1
-            return False
-        deliveries = self.sequencer.accept(event, trio.current_time())
-        if deliveries is None:
-            return False
-        self._flood(event, self.history.add(event, BUS_SOURCE), None)
-        self.on_event(None, event)
-        if deliveries:
-            self.deliver(deliveries, live=True)
+            self.deliver(deliveries, live=link is None or link.live)
         else:
             self.gaps.notify()
         self.changes.notify()
         return True
 
-    def _authentic(self, link: Link, event: Event) -> bool:
+    def _authentic(self, link: Link | None, event: Event) -> bool:
         """Whether ``event`` is its origin's: its key is the origin's and signed it (§4).
 
         The first hop is taken on trust: an event whose origin is the
@@ -135,13 +117,15 @@ class Router:
         its origin, so a hub relays its clients at full speed. Every
         relayed event is checked, once (duplicates were dropped before).
         """
-        hello = link.hello
+        hello = link.hello if link is not None else None
         if hello is not None and event.origin == hello.node and event.pub == hello.key:
             return True
         self.signature_checks += 1
         if node_id(event.pub) == event.origin and verify(event.pub, event.sig, event.signed()):
             return True
         self.bad_signatures += 1
+        if link is None:
+            return False  # (from the bus: counted, it has no link to name)
         link.bad_signatures += 1
         now = trio.current_time()
         if now - link.bad_logged >= BAD_LOG_EVERY:

@@ -169,11 +169,9 @@ class Sealer:
     def seal(self, data: bytes) -> bytes:
         """What to write to the socket to send ``data``."""
         with self._lock:
-            written = self._tls.write(data)  # all of it: a memory BIO never blocks
-            if written < len(data):  # (but should OpenSSL stop short, the rest)
-                view = memoryview(data)[written:]
-                while view:
-                    view = view[self._tls.write(view) :]
+            view = memoryview(data)
+            while view:  # (once: a memory BIO never blocks a write)
+                view = view[self._tls.write(view) :]
             return self._outgoing.read()
 
     def open(self, data: bytes) -> bytes:
