@@ -247,6 +247,16 @@ class Group:
         self.nodes.append(handle)
         return handle
 
+    async def linked(self, *names: str) -> list[NodeHandle]:
+        """Nodes named ``names``, each after the first dialling the first and
+        linked to it."""
+        handles = [await self.start(name) for name in names]
+        for handle in handles[1:]:
+            handle.dial(handles[0])
+        for handle in handles[1:]:
+            await handle.wait_linked(handles[0])
+        return handles
+
     async def client(
         self, port: int, name: str = "raw", key: SigningKey | None = None
     ) -> WireClient:

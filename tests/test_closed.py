@@ -40,12 +40,7 @@ OTHER = b"another group's secret, 32 bytes!"
 async def members(group: Group, *names: str) -> list[NodeHandle]:
     """Nodes of the closed group of SECRET, each dialling the first."""
     group.secret = SECRET
-    handles = [await group.start(name) for name in names]
-    for handle in handles[1:]:
-        handle.dial(handles[0])
-    for handle in handles[1:]:
-        await handle.wait_linked(handles[0])
-    return handles
+    return await group.linked(*names)
 
 
 async def still_chatting(a: NodeHandle, b: NodeHandle, text: str) -> None:

@@ -40,10 +40,8 @@ SECRET_TEXT = "the key is under the third flowerpot"
 
 
 async def mesh(group: Group, *names: str) -> list[NodeHandle]:
-    handles = [await group.start(name) for name in names]
-    for handle in handles[1:]:
-        handle.dial(handles[0])
-    for handle in handles:
+    handles = await group.linked(*names)
+    for handle in handles:  # and with each other, by peer exchange
         await handle.wait_linked(*[h for h in handles if h is not handle])
     return handles
 

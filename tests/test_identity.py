@@ -214,10 +214,7 @@ async def test_two_present_look_alikes_are_told_apart_by_fingerprint(
 
 async def test_whois_says_who_and_how(group: Group) -> None:
     with trio.fail_after(10):
-        alice = await group.start("alice")
-        carol = await group.start("carol")
-        carol.dial(alice)
-        await carol.wait_linked(alice)
+        alice, carol = await group.linked("alice", "carol")
         bob, bob_id = await person(group, alice.port, "bob")
         said = await bob.say("hello")
         await carol.wait_text(said.text)
@@ -245,10 +242,7 @@ async def test_whois_says_who_and_how(group: Group) -> None:
 
 async def test_whois_of_a_plain_text_client_says_who_vouches_for_it(group: Group) -> None:
     with trio.fail_after(10):
-        alice = await group.start("alice")
-        carol = await group.start("carol")
-        carol.dial(alice)
-        await carol.wait_linked(alice)
+        alice, carol = await group.linked("alice", "carol")
         person_ = await trio.open_tcp_stream(HOST, alice.port)
         await person_.send_all(b"/nick dave\nhi from netcat\n")
         await carol.wait_text("hi from netcat")

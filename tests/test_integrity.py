@@ -132,10 +132,7 @@ async def test_the_silencing_seq_harms_nobody_but_the_attacker(group: Group) -> 
     # alice wait forever for 9007199254740987 messages, and bob was never
     # heard again.
     with trio.fail_after(10):
-        alice = await group.start("alice")
-        carol = await group.start("carol")
-        carol.dial(alice)
-        await carol.wait_linked(alice)
+        alice, carol = await group.linked("alice", "carol")
         bob = await chatter(group.nursery, alice.port, "bob")
         evil = await chatter(group.nursery, alice.port, "evil")
         said = await bob.say("hi from the real bob")

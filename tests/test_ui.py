@@ -130,19 +130,30 @@ def test_ctrl_d_and_ctrl_c_end_the_lines(keys: PipeInput, key: str) -> None:
     assert seen == ["hello", "<end>"]
 
 
-def test_ctrl_d_on_a_non_empty_line_does_not_leave(keys: PipeInput) -> None:
+@pytest.mark.parametrize(
+    ("typed", "key", "sent"),
+    [
+        # Ctrl+D deletes the character under the cursor when there is text.
+        ("abc" + "\x1b[D" + CTRL_D, CTRL_D, "ab"),
+        # Ctrl+C clears a line being typed (as shells do).
+        ("a long line I regret" + CTRL_C + "second thoughts", CTRL_C, "second thoughts"),
+    ],
+    ids=["ctrl-d", "ctrl-c"],
+)
+def test_a_leaving_key_edits_a_typed_line_and_leaves_on_an_empty_one(
+    keys: PipeInput, typed: str, key: str, sent: str
+) -> None:
     got: list[str] = []
 
     async def script(ui: ChatUI) -> int:
-        # Ctrl+D deletes the character under the cursor when there is text.
-        keys.send_text("abc" + "\x1b[D" + CTRL_D + ENTER)
+        keys.send_text(typed + ENTER)
         got.append(await ui.lines.receive())
-        keys.send_text(CTRL_D)
+        keys.send_text(key)  # on the empty line: leave
         got.extend(await read_all(ui))
         return 0
 
     assert run_ui(ChatUI("alice"), keys, DummyOutput(), script) == 0
-    assert got == ["ab"]
+    assert got == [sent]
 
 
 def test_the_exit_code_of_the_trio_side_is_returned(keys: PipeInput) -> None:
@@ -560,21 +571,7 @@ def test_an_error_frame_cannot_draw_a_forged_chat_line(keys: PipeInput) -> None:
 
 
 # --------------------------------------------------------------------------
-# Issue 15: Ctrl+C, Tab, mentions and the bell
-
-
-def test_ctrl_c_clears_a_line_being_typed_and_leaves_on_an_empty_one(keys: PipeInput) -> None:
-    got: list[str] = []
-
-    async def script(ui: ChatUI) -> int:
-        keys.send_text("a long line I regret" + CTRL_C + "second thoughts" + ENTER)
-        got.append(await ui.lines.receive())
-        keys.send_text(CTRL_C)
-        got.extend(await read_all(ui))
-        return 0
-
-    assert run_ui(ChatUI("alice"), keys, DummyOutput(), script) == 0
-    assert got == ["second thoughts"]
+# Issue 15: Tab, mentions and the bell
 
 
 def test_tab_completes_commands_and_names(keys: PipeInput) -> None:
