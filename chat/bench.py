@@ -34,6 +34,7 @@ from chat.tls import Sealer
 READ_SIZE = 65536
 WINDOW = 512  # messages in flight (sent, not yet seen by the probe)
 QUIET = 3.0  # seconds without progress after sending ends: the run is over
+SETTLE = 0.2  # seconds of no more deliveries once every reader has its count
 
 
 @dataclass
@@ -128,6 +129,7 @@ class Bench:
         self.sent_at: list[float] = []
         self.first_send = 0.0
         self.last_receive = 0.0
+        self.counted_at: tuple[float, float] | None = None  # (monotonic, CPU s)
         self._tls_context = client_context()  # one for every client (closed groups)
 
     # -------------------------------------------------------------- connect
@@ -330,7 +332,7 @@ class Bench:
                     c.index: sum(s.sent for s in senders if s is not c) for c in readers
                 }
                 expected = sum(expected_each.values())
-                await self._wait_done(expected)
+                await self._wait_done(readers, expected_each)
             finally:
                 stop.set()  # also when cancelled: the receiving thread ends with it
             nursery.cancel_scope.cancel()
@@ -340,8 +342,10 @@ class Bench:
             print("\r\x1b[K", end="", file=sys.stderr, flush=True)
         received = sum(c.received for c in self.clients)
         seconds = max(self.last_receive - self.first_send, 1e-9)
-        wall = time.monotonic() - t0
-        cpu = 100.0 * (_cpu() - cpu0) / wall if wall else 0.0
+        # The tool's load up to the last count, not over the idle settling.
+        end, cpu1 = self.counted_at or (time.monotonic(), _cpu())
+        wall = end - t0
+        cpu = 100.0 * (cpu1 - cpu0) / wall if wall else 0.0
         return Result(
             clients=o.clients,
             senders=len(senders),
@@ -359,13 +363,26 @@ class Bench:
             samples=len(self.latencies),
         )
 
-    async def _wait_done(self, expected: int) -> None:
+    async def _wait_done(self, readers: list[_Client], expected_each: dict[int, int]) -> None:
+        """Until every reader has its own count, or nothing moves for QUIET s.
+
+        Counts are per reader, not a total: duplicates on one reader must not
+        make the sum come out right while another still waits. A reader's
+        count can also be made up by duplicates while a message is still on
+        its way, so once every count is reached, wait for SETTLE s without a
+        delivery: a late copy is then a duplicate, not a loss. (The run's
+        figures end at the last delivery, so this wait is not measured.)
+        """
         last, since = -1, time.monotonic()
-        while (received := sum(c.received for c in self.clients)) < expected:
+        counted = False
+        while True:
+            received = sum(c.received for c in self.clients)
             if received != last:
                 last, since = received, time.monotonic()
-            elif time.monotonic() - since > QUIET:
-                return  # no progress for a while: what is missing is lost
+            elif time.monotonic() - since > (SETTLE if counted else QUIET):
+                return  # settled, or no progress: what is missing is lost
+            if not counted and all(c.received >= expected_each[c.index] for c in readers):
+                counted, self.counted_at = True, (time.monotonic(), _cpu())
             await trio.sleep(0.01)
 
     async def _progress_bar(self) -> None:

@@ -12,8 +12,11 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
 import trio
+import trio.testing
 from harness import start_node
 from wire import HOST
 
@@ -104,6 +107,28 @@ async def test_losses_and_duplicates_are_found(nursery: trio.Nursery) -> None:
         assert doubled.duplicates > 0
         assert doubled.lost == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_duplicates_on_one_reader_do_not_hide_a_shortfall_on_another() -> None:
+    # Reader a has two copies too many, reader b two messages still on their
+    # way: the total is right, but the run is not over until b has its own.
+    bench = Bench(options(1))
+    a: Any = SimpleNamespace(index=0, received=12)
+    b: Any = SimpleNamespace(index=1, received=8)
+    bench.clients = [a, b]
+    done = trio.Event()
+
+    async def wait() -> None:
+        await bench._wait_done([a, b], {0: 10, 1: 10})
+        done.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not done.is_set()
+            b.received = 10
+            await done.wait()
 
 
 async def run_bench_command(port: int) -> tuple[int, str]:
