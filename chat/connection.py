@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     from chat.tls import Sealer
 
 TEXT_IDLE = 0.5  # seconds of silence after a partial plain-text line: it is a line
+_NO_TIMER = contextlib.nullcontext()  # (reusable: it holds nothing)
 BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
 
 log = logging.getLogger("chat")
@@ -293,8 +293,10 @@ class Connection:
                 # A plain-text line begun and left without its end is taken
                 # as it is after a moment's silence (a client that sends
                 # each message without a newline, as the relay seed's does).
-                idle = TEXT_IDLE if decoder.partial else math.inf
-                with trio.move_on_after(idle) as waited:
+                # Only then a timer: a cancel scope held by every idle
+                # connection costs some 600 bytes each (W3).
+                waited = trio.move_on_after(TEXT_IDLE) if decoder.partial else _NO_TIMER
+                with waited:
                     opened = bool(early)  # (already through the sealer)
                     if early:
                         data, early = early, b""
@@ -319,7 +321,7 @@ class Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self.finish(_reset(exc))
                 return
-            if waited.cancelled_caught:
+            if isinstance(waited, trio.CancelScope) and waited.cancelled_caught:
                 await self._dispatch(decoder.flush())
                 continue
             self.heard_at = trio.current_time()

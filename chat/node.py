@@ -191,6 +191,9 @@ class Node(Person):
                 await conn.closed.wait()
 
     async def _accept(self, listeners: Sequence[trio.SocketListener], text: bool = False) -> None:
+        conns = self._conns
+        assert conns is not None
+
         async def handle(stream: trio.SocketStream) -> None:
             if self.tls is None or text:
                 link = self.links.open(stream, outgoing=False, text_only=text)
@@ -201,11 +204,9 @@ class Node(Person):
                 if opened is None:
                     return
                 link = opened
-            await self._serve(link)
+            await self.links.serve(link, conns)
 
-        assert self._conns is not None
-        why = "this node is out of file descriptors"
-        await Acceptor(handle, self._conns, why).serve(listeners)
+        await Acceptor(handle, conns, "this node is out of file descriptors").serve(listeners)
 
     async def _watchdog(self) -> None:
         """The link timers of every connection, from one task (§3, §7).
@@ -269,7 +270,7 @@ class Node(Person):
             link = opened
         link.on_up = on_up
         assert self._conns is not None
-        self._conns.start_soon(self._serve, link)
+        self._conns.start_soon(self.links.serve, link, self._conns)
         await link.conn.closed.wait()
         closing = link.conn.closing or Closing(Reason.CLOSED)
         return LinkEnd(link.node, link.name, link.conn.established, closing)
@@ -283,12 +284,8 @@ class Node(Person):
         if self._conns is None:
             raise RuntimeError("the node is not running")
         link = self.links.open(stream, outgoing=outgoing)
-        self._conns.start_soon(self._serve, link)
+        self._conns.start_soon(self.links.serve, link, self._conns)
         return link
-
-    async def _serve(self, link: Link) -> None:
-        assert self._conns is not None
-        await self.links.serve(link, self._conns)
 
     def hello(self, nonce: bytes) -> Hello:
         """This node's ``hello`` with ``nonce``, as it would send it now (§3)."""
