@@ -26,7 +26,7 @@ def machine() -> str:
 def report(results: dict[str, Any], quick: bool) -> str:
     r1, r2, r3, r4, r5, r6 = (results[k] for k in ("W1", "W2", "W3", "W4", "W5", "W6"))
     c1, c2 = results["closed"]["W1"], results["closed"]["W2"]
-    hub1, ref1 = r1["hub"], r1["reference"]
+    hub1, ref1, ceil1 = r1["hub"], r1["reference"], r1["ceiling"]
     hub3, ref3 = r3["hub"]["kib_per_connection"], r3["reference"]["kib_per_connection"]
     hub4 = r4["hub"]
     lines = [
@@ -42,6 +42,12 @@ def report(results: dict[str, Any], quick: bool) -> str:
         f"| W1 throughput (100 clients, 10 senders) | {hub1['deliveries_per_s']:,.0f}/s,"
         f" lost {hub1['lost']}, dup {hub1['duplicates']} | {ref1['deliveries_per_s']:,.0f}/s |"
         f" {hub1['deliveries_per_s'] / ref1['deliveries_per_s']:.1f}x | >= 10x, no loss |",
+        f"| W1 ceiling: a relay that only copies bytes (benchmarks/ceiling_relay.py)"
+        f" | hub at {hub1['deliveries_per_s'] / ceil1['deliveries_per_s']:.0%} of it"
+        f" | {ceil1['deliveries_per_s']:,.0f}/s, lost {ceil1['lost']}"
+        f" (load tool CPU {ceil1['tool_cpu_percent']:.0f}%)"
+        f" | {ceil1['deliveries_per_s'] / ref1['deliveries_per_s']:.1f}x | the most any relay"
+        " shows here |",
         f"| W2 latency p50 / p99 (200 clients x 1 msg/s) | {r2['hub']['latency_ms']['p50']:.2f}"
         f" / {r2['hub']['latency_ms']['p99']:.2f} ms | {r2['reference']['latency_ms']['p50']:.2f}"
         f" / {r2['reference']['latency_ms']['p99']:.2f} ms |"
