@@ -359,10 +359,8 @@ def test_a_certificate_is_for_the_run_key() -> None:
 # The record layer
 
 
-async def test_a_close_notify_ends_what_the_sealer_opens() -> None:
-    # A member that closes TLS cleanly: ssl reads its close_notify as b"";
-    # that is the end of the stream, not a read to repeat (it once looped,
-    # taking all memory), and nothing after it is opened.
+async def _sealers() -> tuple[Sealer, Sealer]:
+    """A hub's and a member's record layers, through their handshake."""
     tls = make_tls(SigningKey(), SECRET)
     near, far = trio.testing.memory_stream_pair()
     server, client = (
@@ -373,11 +371,33 @@ async def test_a_close_notify_ends_what_the_sealer_opens() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.handshake, near)
             await client.handshake(far)
+    return server, client
+
+
+async def test_a_close_notify_ends_what_the_sealer_opens() -> None:
+    # A member that closes TLS cleanly: ssl reads its close_notify as b"";
+    # that is the end of the stream, not a read to repeat (it once looped,
+    # taking all memory), and nothing after it is opened.
+    server, client = await _sealers()
     assert client.version() == server.version() == "TLSv1.3"
     assert server.open(client.seal(b"hello\n")) == b"hello\n"
     assert server.open(client.goodbye()) == b""
     assert server.ended
     assert server.open(b"\x17\x03\x03\x00\x20" + bytes(32)) == b""  # (after it: ignored)
+
+
+@pytest.mark.parametrize("cut", [1, 337, 1000, 1 << 20])
+async def test_the_sealer_opens_records_however_the_reads_cut_them(cut: int) -> None:
+    # open() stops once nothing is left to read, without asking ssl once
+    # more: whatever the reads' cuts (a byte, a record, across records, all
+    # at once), every byte comes out once and the close_notify ends it.
+    server, client = await _sealers()
+    lines = [f"line {n}\n".encode() for n in range(50)]
+    big = bytes(range(256)) * 400  # 100 KiB: several records, more than one read
+    wire = b"".join(client.seal(line) for line in lines) + client.seal(big) + client.goodbye()
+    opened = b"".join(server.open(wire[at : at + cut]) for at in range(0, len(wire), cut))
+    assert opened == b"".join(lines) + big
+    assert server.ended
 
 
 class _HoldAfterFirst(trio.abc.Stream):
