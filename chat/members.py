@@ -41,6 +41,9 @@ class Entry:
     action: bool = False  # a /me line: "* alice waves"
     to: str = ""  # a private message's recipient (a node id), shown to it alone
     outgoing: bool = False  # a private message this node sent: "-> bob: text"
+    # A plain-text client gone with the node that hosted it (depart_hosted):
+    # its node id; ``event`` is its host's leave or the report of its loss.
+    subject: str = ""
 
 
 @dataclass(slots=True)
@@ -160,7 +163,8 @@ class Membership:
         for member in [m for m in self._members.values() if m.present and m.host == host]:
             who = self.display_name(member.node)
             self._set(member, member.name, present=False)
-            out.append(replace(self._entry(event, history, who), kind="lost"))
+            entry = self._entry(event, history, who)
+            out.append(replace(entry, kind="lost", subject=member.node))
         return out
 
     def _heard(self, event: Event, present: bool = True) -> Who | None:

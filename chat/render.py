@@ -101,6 +101,11 @@ def as_json(entry: Entry) -> str:
         obj = {"type": "gap", "origin": entry.origin, "name": entry.who, "missed": entry.missed}
     else:
         obj = entry.event.fields()
+        if entry.subject:
+            # A client gone with its host: a lost line about it (its node id),
+            # from the same report (origin, seq, name), naming the host.
+            host = obj.get("node", entry.origin) if obj["type"] == "lost" else entry.origin
+            obj.update(type="lost", node=entry.subject, hosted_by=host)
         obj["history"] = entry.history
         if entry.sent is not None:
             obj["shown_at"] = entry.ts  # its ts was too far off this node's clock

@@ -441,7 +441,7 @@ class Mesh:
         problems: list[str] = []
         who = holder.label
         last_seq: dict[str, int] = {}
-        seen: set[tuple[str, int]] = set()
+        seen: set[tuple[str, int, str]] = set()
         held: dict[str, list[int]] = {}  # label -> n in the order shown
         outsiders = self._outsiders(holder)
         for number, line in enumerate(holder.proc.stdout.lines, 1):
@@ -467,7 +467,10 @@ class Mesh:
                 problems.append(f"{who} line {number}: unexpected object {line}")
                 continue
             seq = obj["seq"]
-            if (origin, seq) in seen:
+            # One report of a node's loss is also one line for each plain-text
+            # client it hosted (their own lost lines, "hosted_by" the node).
+            key = (origin, seq, obj.get("node", "") if kind == "lost" else "")
+            if key in seen:
                 problems.append(f"{who} line {number}: {_event(obj)} shown twice")
                 continue
             # A lost report may be held while its subject was heard lately
@@ -477,7 +480,7 @@ class Mesh:
                     f"{who} line {number}: {_event(obj)} after seq {last_seq[origin]}"
                     " of the same origin"
                 )
-            seen.add((origin, seq))
+            seen.add(key)
             last_seq[origin] = max(seq, last_seq.get(origin, 0))
             # History is what came as catch-up from before the join (§6 readings):
             # an event created after the join is never history; one from before

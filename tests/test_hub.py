@@ -11,6 +11,7 @@ every test has a ``fail_after`` deadline. § refers to docs/PROTOCOL.md.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import resource
@@ -165,12 +166,13 @@ def assert_clean(
     *,
     hubs: Sequence[ChatProcess] = (),
     plain: Sequence[ChatProcess] = (),
+    json_out: Sequence[ChatProcess] = (),
 ) -> None:
     """No traceback anywhere, no ANSI escape in any output (none is a terminal),
     transcripts hold only transcript lines and hub logs only log lines.
 
     ``plain`` (netcat) may also begin with the banner and end with the §9
-    error line.
+    error line; ``json_out`` (--json) print one JSON object a line.
     """
     for proc in group.processes:
         for line in proc.stdout.lines + proc.stderr.lines:
@@ -180,6 +182,9 @@ def assert_clean(
             assert proc.stdout.lines == [], proc.describe()
             for line in proc.stderr.lines:
                 assert HUB_LOG_LINE.match(line), (line, proc.describe())
+        elif proc in json_out:
+            for line in proc.stdout.lines:
+                assert isinstance(json.loads(line), dict), (line, proc.describe())
         else:
             for line in proc.stdout.lines:
                 ok = TRANSCRIPT_LINE.match(line) or (
@@ -320,6 +325,7 @@ async def test_a_peer_killed_is_shown_lost_exactly_once() -> None:
             alice = await group.peer("alice", hub.address, *quick)
             bob = await group.peer("bob", hub.address, *quick)
             victim = await group.peer("victim", hub.address)
+            watcher = await group.peer("watcher", hub.address, *quick, json=True)
             for proc in (alice, bob):
                 await proc.wait_stdout(joined("victim", history=None))
             # A netcat user on the victim goes with it: its events were the
@@ -328,6 +334,7 @@ async def test_a_peer_killed_is_shown_lost_exactly_once() -> None:
             await nc.send_all(b"/nick xena\nxena here\n")
             for proc in (alice, bob):
                 await proc.wait_stdout(said("xena", "xena here"))
+            await watcher.wait_stdout("xena here")
 
             victim.kill()
             assert await victim.wait() == -signal.SIGKILL
@@ -336,6 +343,15 @@ async def test_a_peer_killed_is_shown_lost_exactly_once() -> None:
                 await proc.wait_stdout(lost("victim"))
                 await proc.wait_stdout(lost("xena"))
             await nc.aclose()
+            # In --json, one lost line each, by node id (a lost event's name is
+            # its reporter's); xena's says which host took it along.
+            await watcher.wait_stdout('"hosted_by"')
+            objs = [json.loads(line) for line in watcher.stdout.lines]
+            ids = {o["name"]: o["origin"] for o in objs if o["type"] == "join"}
+            gone = {o["node"]: o for o in objs if o["type"] == "lost"}
+            assert sorted(gone) == sorted([ids["victim"], ids["xena"]]), objs
+            assert gone[ids["xena"]]["hosted_by"] == ids["victim"]
+            assert "hosted_by" not in gone[ids["victim"]]
 
             await alice.send_line("after the loss")
             await bob.wait_stdout(said("alice", "after the loss"))
@@ -350,7 +366,7 @@ async def test_a_peer_killed_is_shown_lost_exactly_once() -> None:
                 assert proc.stdout.count(lost("xena")) == 1, proc.describe()
                 assert proc.stdout.count(left("victim")) == 0, proc.describe()
             assert hub.stderr.count(logged("DISCONNECTED", "victim .*")) == 1, hub.describe()
-            assert_clean(group, hubs=[hub])
+            assert_clean(group, hubs=[hub], json_out=[watcher])
 
 
 # ------------------------------------------------------------- 200 clients
