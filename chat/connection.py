@@ -340,16 +340,21 @@ class Connection:
 
     async def _dispatch(self, frames: list[Frame | TextLine]) -> bool:
         """Hand ``frames`` to the handler; False once the connection is closing."""
-        for frame in frames:
-            if self.closing is not None:
-                return False
-            pause = self.handler.on_frame(frame)
-            if pause > 0:
-                # Flood control: stop reading for a while; TCP pushes
-                # back on the sender (trio back-pressure, no buffering).
-                await trio.sleep(pause)
-        if self.outbox.flusher is not None:
-            self.outbox.flusher.flush_now()
+        flusher = self.outbox.flusher
+        try:
+            for frame in frames:
+                if self.closing is not None:
+                    return False
+                pause = self.handler.on_frame(frame)
+                if pause > 0:
+                    if flusher is not None:
+                        flusher.flush_now()  # (nothing of this read waits)
+                    # Flood control: stop reading for a while; TCP pushes
+                    # back on the sender (trio back-pressure, no buffering).
+                    await trio.sleep(pause)
+        finally:
+            if flusher is not None:
+                flusher.flush_now()
         return self.closing is None
 
     def _start_writer(self) -> None:

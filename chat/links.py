@@ -84,6 +84,7 @@ class Links:
         self.opened = 0  # connections ever opened, accepted or dialled
         self.stopping = False  # the node is leaving: nothing more is taken in
         self.flusher = Flusher()
+        self.flusher.before = router.flush_flood  # a read's messages, then the writes
         self.changes: Changes = router.changes
         self.admission = Admission(
             max_connections=config.max_connections,
@@ -330,6 +331,7 @@ class Links:
                     link.left = True
                 self.router.receive(link, frame)
                 return pause
+            self.router.flush_flood()  # (what came before it goes first)
             # An error is the remote's own speech: the small budget.
             pause = link.flood.admit(isinstance(frame, Error), now)
             if isinstance(frame, Ping):

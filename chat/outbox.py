@@ -41,6 +41,7 @@ class Flusher:
     def __init__(self) -> None:
         self._dirty: list[Outbox] = []
         self._wakeup = trio.Event()
+        self.before: Callable[[], None] = lambda: None  # what must be put first
 
     def mark(self, outbox: Outbox) -> None:
         if not self._dirty:
@@ -50,6 +51,7 @@ class Flusher:
     def flush_now(self) -> None:
         """Write what is marked now; a reader calls this after each read, so
         the frames of one read go out without waiting for the next step."""
+        self.before()
         dirty, self._dirty = self._dirty, []
         if dirty:
             now = trio.current_time()

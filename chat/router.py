@@ -84,6 +84,10 @@ class Router:
         self.signature_checks = 0  # events whose signature was checked (§4)
         self.bad_signatures = 0  # and dropped because it did not hold
         self.changes = Changes()  # an event was accepted or a line shown
+        # Messages of the read being handled, not yet passed on (flush_flood).
+        self._batch: list[bytes] = []
+        self._batch_link: Link | None = None
+        self._batch_first = 0
 
     def is_new(self, origin: str, seq: int) -> bool:
         return self.sequencer.is_new(origin, seq)
@@ -100,7 +104,17 @@ class Router:
         if deliveries is None:
             return False
         source = BUS_SOURCE if link is None else link.serial
-        self._flood(event, self.history.add(event, source), link)
+        number = self.history.add(event, source)
+        if link is not None and number is not None and event.kind == "msg":
+            # Messages from one read go on together: one put per recipient
+            # per read, not per message (flush_flood, at the read's end).
+            if self._batch_link is not link:
+                self.flush_flood()
+                self._batch_link, self._batch_first = link, number
+            self._batch.append(event.raw)
+        else:
+            self.flush_flood()
+            self._flood(event.raw, number, link)
         self.on_event(link, event)
         if deliveries:
             self.deliver(deliveries, live=link is None or link.live)
@@ -141,7 +155,8 @@ class Router:
         """Create an event of ``author``'s: encode once, record, flood, show."""
         event = author.make(kind, time.time(), **extra)
         self.sequencer.record_own(author.id, author.seq)
-        self._flood(event, self.history.add(event), None)
+        self.flush_flood()
+        self._flood(event.raw, self.history.add(event), None)
         self.on_event(None, event)
         self.deliver([event], live=True)
         return event
@@ -177,10 +192,25 @@ class Router:
         link.catch_up_end = self.history.end
         self.refill(link)
 
-    def _flood(self, event: Event, number: int | None, came_from: Link | None) -> None:
+    def flush_flood(self) -> None:
+        """Pass on the messages of the read being handled (receive).
+
+        Called before anything else is sent or decided, and when the read
+        is done (chat.outbox.Flusher, before any await): nothing is held
+        past the step that read it, and every link gets what it got before,
+        in the same order, in fewer and larger puts.
+        """
+        batch = self._batch
+        if batch:
+            self._batch = []
+            raw = batch[0] if len(batch) == 1 else b"".join(batch)
+            self._flood(raw, self._batch_first, self._batch_link)
+        self._batch_link = None
+
+    def _flood(self, raw: bytes, number: int | None, came_from: Link | None) -> None:
         # The hot path of a relay: one put per recipient of the bytes as
-        # received, no per-recipient object, task or call chain.
-        raw = event.raw
+        # received, no per-recipient object, task or call chain. ``raw``
+        # may be several events, ``number`` the first one's in history.
         for link in self.neighbours.values():
             if link is not came_from and (link.cursor is not None or not link.put(raw)):
                 self._defer(link, number)
