@@ -95,6 +95,12 @@ def main(args: argparse.Namespace) -> int:
         result = trio.run(bench.run, sys.stderr.isatty() and not args.json)
     except* OSError as group:  # ConnectionError included
         errors.extend(group.exceptions)
+    except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
+        # The node cut a client off mid-run (a limit, or a link it found dead).
+        errors.extend(
+            RuntimeError(f"the node cut a client off during the run ({exc})")
+            for exc in group.exceptions
+        )
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         print(f"trio-chat bench: {errors[0]}{more}", file=sys.stderr)

@@ -21,14 +21,14 @@ from harness import start_node
 from wire import HOST
 
 from chat.bench import Bench, Options
-from chat.config import Config
+from chat.config import Config, Timing
 from chat.handshake import Handshake
 from chat.hub import HubRole
 from chat.keys import SigningKey
 from chat.parse import parse_frame
 from chat.protocol import encode, make_hello
 
-Policy = Callable[[int, bytes], int]  # (message number, line) -> copies to pass on
+Policy = Callable[[int, bytes], int]  # (message number, line) -> copies to pass on; -1: cut
 
 
 async def relay(nursery: trio.Nursery, policy: Policy) -> int:
@@ -64,6 +64,9 @@ async def relay(nursery: trio.Nursery, policy: Policy) -> int:
                 if b'"type":"msg"' in line:
                     count += 1
                     copies = policy(count, line)
+                    if copies < 0:  # cut the sender off, as a node may
+                        await stream.aclose()
+                        return
                 for other, lock in list(streams.items()):
                     if other is not stream:
                         # A reader that left is no concern of the relay's.
@@ -91,6 +94,21 @@ async def test_every_delivery_is_counted_against_a_hub(nursery: trio.Nursery) ->
         assert (result.received, result.lost, result.duplicates) == (result.expected, 0, 0)
         assert result.samples > 0
         assert result.deliveries_per_s > 0
+        await hub.stop()
+
+
+async def test_readers_answer_the_hubs_pings_and_stay(nursery: trio.Nursery) -> None:
+    # Messages 0.5 s apart, a hub that pings after 0.1 s of saying nothing
+    # and drops a link it has not heard from for 0.3 s: readers only read,
+    # so each of them stays only by answering every ping (the tool looks
+    # for one at the start of a read, where the node's timer puts it).
+    timing = Timing(ping_after=0.1, dead_after=0.3)
+    with trio.fail_after(30):
+        config = Config(name="hub", rate=0, timing=timing)
+        hub = await start_node(nursery, config, HubRole(quiet=True))
+        o = Options(HOST, hub.port, clients=4, senders=1, messages=5, rate=2.0)
+        result = await Bench(o).run()
+        assert (result.received, result.lost) == (3 * 5, 0), result
         await hub.stop()
 
 
@@ -131,11 +149,11 @@ async def test_duplicates_on_one_reader_do_not_hide_a_shortfall_on_another() -> 
             await done.wait()
 
 
-async def run_bench_command(port: int) -> tuple[int, str]:
+async def run_bench_command(port: int, messages: int = 20) -> tuple[int, str, str]:
     command = [sys.executable, "-m", "chat", "bench", f"{HOST}:{port}"]
-    command += ["--clients", "4", "--senders", "1", "--messages", "20", "--json"]
+    command += ["--clients", "4", "--senders", "1", "--messages", str(messages), "--json"]
     done = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
-    return done.returncode, done.stdout.decode()
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
 async def test_the_command_prints_one_json_line_and_exits_1_on_loss(
@@ -143,7 +161,7 @@ async def test_the_command_prints_one_json_line_and_exits_1_on_loss(
 ) -> None:
     with trio.fail_after(60):
         hub = await start_node(nursery, Config(name="hub", rate=0), HubRole(quiet=True))
-        code, out = await run_bench_command(hub.port)
+        code, out, _ = await run_bench_command(hub.port)
         assert code == 0, out
         (line,) = out.splitlines()
         figures = json.loads(line)
@@ -151,8 +169,15 @@ async def test_the_command_prints_one_json_line_and_exits_1_on_loss(
         assert figures["lost"] == figures["duplicates"] == 0
 
         lossy = await relay(nursery, lambda n, line: 0 if n == 5 else 1)
-        code, out = await run_bench_command(lossy)
+        code, out, _ = await run_bench_command(lossy)
         assert code == 1
         assert json.loads(out)["lost"] == 3  # message 5 reached none of the 3 readers
+
+        # A sender cut off mid-run, still sending (its writes then fail):
+        # a line that says so and exit 1, no traceback.
+        cutting = await relay(nursery, lambda n, line: -1 if n == 5 else 1)
+        code, out, err = await run_bench_command(cutting, messages=100_000)
+        assert code == 1 and out == "", out
+        assert err.startswith("trio-chat bench: ") and "Traceback" not in err, err
         await hub.stop()
         nursery.cancel_scope.cancel()
