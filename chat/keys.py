@@ -37,16 +37,33 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# The characters that may end the canonical spelling of n bytes, by n % 3:
+# the last character's bits beyond the data (4 for n % 3 == 1, 2 for
+# n % 3 == 2) are zero (RFC 4648 §3.5).
+_LAST = {
+    rest: frozenset(c for i, c in enumerate(_ALPHABET) if i % (1 << unused) == 0)
+    for rest, unused in ((0, 0), (1, 4), (2, 2))
+}
+
+
 def unb64(text: str, size: int) -> bytes | None:
-    """The ``size`` bytes ``text`` encodes as base64url without padding, or None."""
+    """The ``size`` bytes ``text`` encodes as base64url without padding, or None.
+
+    Only the canonical spelling: the alphabet of RFC 4648 §5, the length of
+    ``size`` bytes, and the unused bits of the last character zero.
+    """
     if len(text) != (size * 4 + 2) // 3 or not _B64URL.fullmatch(text):
         return None
+    if text and text[-1] not in _LAST[size % 3]:
+        return None
+    padded = text.encode("ascii").translate(_TO_STANDARD) + b"=" * (-len(text) % 4)
     try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = binascii.a2b_base64(padded, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
-    # Only the canonical spelling: the unused bits of the last character are 0.
-    return data if len(data) == size and b64(data) == text else None
+    return data if len(data) == size else None
 
 
 def node_id(public: bytes) -> str:

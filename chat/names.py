@@ -41,6 +41,10 @@ def name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a display name (§2), or None if it can."""
     if not 1 <= len(name) <= MAX_NAME:
         return f"a name has 1 to {MAX_NAME} characters (this one has {len(name)})"
+    if name.isascii() and name.isprintable():  # most names: no invisible, already NFC
+        if "<" in name or ">" in name:
+            return "a name cannot contain < or >"
+        return "a name cannot begin or end with a space" if name != name.strip() else None
     if not _encodable(name):
         return "a name must be valid Unicode text"
     if any(unicodedata.category(c) in _INVISIBLE for c in name):

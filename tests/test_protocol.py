@@ -8,8 +8,11 @@ result and that encode/parse round-trip.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import json
+import unicodedata
 from typing import Any
 
 import pytest
@@ -18,7 +21,7 @@ from hypothesis import strategies as st
 
 from chat.addr import join_addr, split_addr
 from chat.framing import Decoder
-from chat.keys import SigningKey, b64, verify
+from chat.keys import SigningKey, b64, unb64, verify
 from chat.parse import parse_frame
 from chat.protocol import (
     EVENT_CONTEXT,
@@ -1206,6 +1209,42 @@ def test_name_problem_rejects(name: str) -> None:
     problem = name_problem(name)
     assert isinstance(problem, str)
     assert problem
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=40))
+def test_name_problem_on_ascii_is_the_full_rule(name: str) -> None:
+    # Most names are printable ASCII and take a short path: the same verdict
+    # as every rule of §2 applied one by one.
+    allowed = (
+        1 <= len(name) <= MAX_NAME
+        and not any(unicodedata.category(c) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for c in name)
+        and "<" not in name
+        and ">" not in name
+        and name == name.strip()
+        and unicodedata.normalize("NFC", name) == name
+    )
+    assert (name_problem(name) is None) == allowed
+
+
+@given(st.binary(max_size=70))
+def test_unb64_reads_what_b64_writes(data: bytes) -> None:
+    assert unb64(b64(data), len(data)) == data
+
+
+_B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/= ."
+
+
+@given(st.text(alphabet=_B64_CHARS, max_size=90), st.sampled_from([0, 1, 2, 3, 16, 32, 64]))
+def test_unb64_takes_only_the_canonical_spelling(text: str, size: int) -> None:
+    # Against the plain reading: decode with padding added, then the text
+    # must be exactly what encoding the bytes again gives (§2).
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        plain = base64.b64decode(padded.encode(), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        plain = None
+    canonical = plain is not None and len(plain) == size and b64(plain) == text
+    assert unb64(text, size) == (plain if canonical else None)
 
 
 @pytest.mark.parametrize(
