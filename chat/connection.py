@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 TEXT_IDLE = 0.5  # seconds of silence after a partial plain-text line: it is a line
 _NO_TIMER = contextlib.nullcontext()  # (reusable: it holds nothing)
+# A read of at most this many frames is written at once; a larger one (load)
+# when the step's other readers have run too (chat.outbox.Flusher).
+FLUSH_NOW_UP_TO = 4
 BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
 
 log = logging.getLogger("chat")
@@ -348,13 +351,19 @@ class Connection:
                 pause = self.handler.on_frame(frame)
                 if pause > 0:
                     if flusher is not None:
-                        flusher.flush_now()  # (nothing of this read waits)
+                        flusher.read_done()  # (nothing of this read waits)
                     # Flood control: stop reading for a while; TCP pushes
                     # back on the sender (trio back-pressure, no buffering).
                     await trio.sleep(pause)
         finally:
-            if flusher is not None:
-                flusher.flush_now()
+            if flusher is None:
+                pass
+            elif len(frames) > FLUSH_NOW_UP_TO:
+                # A full read is load: its writes wait for the other readers
+                # of this step, and each recipient gets one write for all.
+                flusher.read_done()
+            else:
+                flusher.flush_now()  # a lone message goes out at once
         return self.closing is None
 
     def _start_writer(self) -> None:

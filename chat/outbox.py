@@ -48,6 +48,12 @@ class Flusher:
             self._wakeup.set()
         self._dirty.append(outbox)
 
+    def read_done(self) -> None:
+        """A read's frames are handled: what they put is marked, and the
+        flushing task writes it once the readers of this step have run, so
+        each recipient gets one write for all of them."""
+        self.before()
+
     def flush_now(self) -> None:
         """Write what is marked now; a reader calls this after each read, so
         the frames of one read go out without waiting for the next step."""
