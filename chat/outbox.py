@@ -33,9 +33,12 @@ class Flusher:
     for each costs a task switch per recipient per message, which made a
     quiet hub slower than a plain asyncio relay (docs/benchmarks.md, W2).
     Instead the outboxes mark themselves here and one task, running after
-    the current step, writes each idle one straight to its socket: one
-    write per recipient for a lone message, one per recipient per *read*
-    under load (the read's frames coalesce). Busy writers keep their queue.
+    the current step, writes each idle one straight to its socket. A read
+    of a few frames is written at once when it is handled (flush_now: one
+    write per recipient for a lone message); a larger read only puts its
+    frames (read_done), and this task writes them after the step's other
+    readers, one write per recipient for all of them (chat.connection).
+    Busy writers keep their queue.
     """
 
     def __init__(self) -> None:
