@@ -229,7 +229,7 @@ class Bench:
                 # no need to search a read full of messages for one.
                 if b'"type":"ping"' in (data if not found else data[:PING_SPAN]):
                     self._pong(fd, tail + data, client)
-                tails[fd] = data[-keep:] if len(data) >= keep else (tail + data)[-keep:]
+                tails[fd] = (tail + data[-keep:])[-keep:]
         selector.close()
 
     @staticmethod

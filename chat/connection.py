@@ -356,14 +356,13 @@ class Connection:
                     # back on the sender (trio back-pressure, no buffering).
                     await trio.sleep(pause)
         finally:
-            if flusher is None:
-                pass
-            elif len(frames) > FLUSH_NOW_UP_TO:
-                # A full read is load: its writes wait for the other readers
-                # of this step, and each recipient gets one write for all.
+            # A full read is load: its writes wait for the other readers of
+            # this step, and each recipient gets one write for all; a lone
+            # message goes out at once.
+            if flusher is not None and len(frames) > FLUSH_NOW_UP_TO:
                 flusher.read_done()
-            else:
-                flusher.flush_now()  # a lone message goes out at once
+            elif flusher is not None:
+                flusher.flush_now()
         return self.closing is None
 
     def _start_writer(self) -> None:

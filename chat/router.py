@@ -203,8 +203,8 @@ class Router:
         batch = self._batch
         if batch:
             self._batch = []
-            raw = batch[0] if len(batch) == 1 else b"".join(batch)
-            self._flood(raw, self._batch_first, self._batch_link)
+            # (join returns a lone item itself: no copy for one message)
+            self._flood(b"".join(batch), self._batch_first, self._batch_link)
         self._batch_link = None
 
     def _flood(self, raw: bytes, number: int | None, came_from: Link | None) -> None:

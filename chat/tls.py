@@ -198,7 +198,7 @@ class Sealer:
                 out.append(chunk)
                 if not self._incoming.pending and not self._tls.pending():
                     break  # all read: spare ssl the SSLWantReadError (~1 µs)
-        return out[0] if len(out) == 1 else b"".join(out)
+        return b"".join(out)  # (a lone chunk comes back itself, uncopied)
 
     def goodbye(self) -> bytes:
         """The close_notify to send last, so the other side sees a clean end."""
