@@ -182,20 +182,21 @@ def stty_settings(report: str) -> list[str]:
     return [part.strip() for part in re.split(r"[;\n]| (?=-?[a-z])", report) if part.strip()]
 
 
-def connected(alice: Pane, bob: Pane) -> None:
-    """Bob dialled alice; wait until both show the link in their toolbar."""
+def linked_pair(tmux: Tmux) -> tuple[Pane, Pane]:
+    """alice, and bob dialling her; once both show the link in their toolbar."""
+    alice = tmux.start("alice", "--name", "alice")
+    port = alice.ready_port()
+    bob = tmux.start("bob", "--name", "bob", f"127.0.0.1:{port}")
     for pane in (alice, bob):
         pane.wait(lambda rows: rows[-1].endswith("| connected | 1 peer"), "link")
+    return alice, bob
 
 
 # --------------------------------------------------------------------------
 
 
 def test_twenty_messages_arrive_above_a_half_typed_line(tmux: Tmux) -> None:
-    alice = tmux.start("alice", "--name", "alice")
-    port = alice.ready_port()
-    bob = tmux.start("bob", "--name", "bob", f"127.0.0.1:{port}")
-    connected(alice, bob)
+    alice, bob = linked_pair(tmux)
     alice.type("half typed")
     alice.wait(lambda rows: "alice> half typed" in rows, "half-typed line")
 
@@ -243,10 +244,7 @@ def test_twenty_messages_arrive_above_a_half_typed_line(tmux: Tmux) -> None:
 
 def test_pasting_lines_while_they_come_back_keeps_the_screen_clean(tmux: Tmux) -> None:
     """Twenty lines typed at once (a paste): the sender's screen shows each once, whole."""
-    alice = tmux.start("alice", "--name", "alice")
-    port = alice.ready_port()
-    bob = tmux.start("bob", "--name", "bob", f"127.0.0.1:{port}")
-    connected(alice, bob)
+    alice, bob = linked_pair(tmux)
     for i in range(1, 21):
         bob.type(f"msg {i}")
         bob.press("Enter")
@@ -328,10 +326,7 @@ def test_sigterm_leaves_with_exit_code_0_and_a_usable_terminal(tmux: Tmux) -> No
 
 def test_a_mention_rings_a_private_message_and_tab_completion(tmux: Tmux) -> None:
     """Issue 15 as a person sees it in a real terminal."""
-    alice = tmux.start("alice", "--name", "alice")
-    port = alice.ready_port()
-    bob = tmux.start("bob", "--name", "bob", f"127.0.0.1:{port}")
-    connected(alice, bob)
+    alice, bob = linked_pair(tmux)
 
     # Tab completes a name first on the line, with ": ".
     bob.type("al")
