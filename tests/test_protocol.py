@@ -1413,6 +1413,10 @@ def test_arbitrary_bytes_never_raise_and_chunking_never_matters(
         assert chunked.error.code in ("bad_frame", "frame_too_long", *codes)
 
 
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner)
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -1420,7 +1424,7 @@ json_values = st.recursive(
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12)
     | node_ids,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    _nested,
     max_leaves=8,
 )
 # Ports made of characters that str.isdigit() accepts, some of which int() does not.
