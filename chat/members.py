@@ -20,9 +20,12 @@ from chat.protocol import Event
 from chat.state import MAX_ORIGINS, Delivery, Gap
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen, like Event: made for every line a node shows)
 class Entry:
-    """One line of the chat as shown to a person, before formatting."""
+    """One line of the chat as shown to a person, before formatting.
+
+    Nothing changes one once made: a changed line is a ``replace``.
+    """
 
     kind: str  # an event kind, "gap" or "warning"
     ts: float
@@ -193,6 +196,13 @@ class Membership:
         return who
 
     def _set(self, member: Member, name: str, present: bool) -> None:
+        if (
+            present
+            and member.present
+            and name == member.name
+            and member.counted == member.fingerprint
+        ):
+            return  # (most events: a present member's message, nothing to recount)
         if member.present:
             self._looks[member.skeleton] -= 1
             self._same[member.skeleton, member.counted] -= 1

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chat import parse
 from chat.addr import join_addr, split_addr
 from chat.framing import Decoder
 from chat.keys import SigningKey, b64, unb64, verify
@@ -1245,6 +1246,23 @@ def test_unb64_takes_only_the_canonical_spelling(text: str, size: int) -> None:
         plain = None
     canonical = plain is not None and len(plain) == size and b64(plain) == text
     assert unb64(text, size) == (plain if canonical else None)
+
+
+def test_run_keys_read_once_per_spelling_and_at_most_max_keys_of_them() -> None:
+    # parse._KEYS skips decoding a key already read: it must not let a
+    # spelling through that the full rule refuses, nor grow without bound.
+    event = make_event("msg", SigningKey(), 1, TS, "alice", text="hi")
+    assert parse_frame(event.raw) == event  # (its key is read and kept)
+    members = json.loads(event.raw)
+    spelled = members["key"]
+    # The same 32 bytes with one of the last character's unused bits set.
+    last = _B64_CHARS.index(spelled[-1]) | 1
+    members["key"] = spelled[:-1] + _B64_CHARS[last]
+    assert_bad(json.dumps(members, separators=(",", ":")).encode())
+    for seq in range(1, parse.MAX_KEYS + 100):
+        parse_frame(make_event("msg", SigningKey(), seq, TS, "x", text="hi").raw)
+        assert len(parse._KEYS) <= parse.MAX_KEYS
+    assert parse_frame(event.raw) == event  # read again, the same
 
 
 @pytest.mark.parametrize(
