@@ -1,20 +1,18 @@
 """``trio-chat bench``: a load tool for hubs and peers, after redis-benchmark.
 
-It connects N protocol-v1 clients, has S of them send M messages each, and
+It connects N protocol-2 clients, has S of them send M messages each, and
 has every client count what it receives. The tool must not be the
-bottleneck of its own measurement, so receivers never decode JSON: they
-count a run-unique marker in 64 KiB reads with ``bytes.count`` and decode
-only one line per read, for latency, from the send time carried in the
-text. Its own CPU use is reported, and flagged when near 100%.
+bottleneck of its own measurement: one thread reads for every client
+(chat.benchrecv) and decodes no JSON, and a message's latency runs from
+its send to its arrival at each client's socket. Its own CPU use is
+reported, and flagged when near 100%.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import resource
 import secrets
-import selectors
 import sys
 import threading
 import time
@@ -23,18 +21,17 @@ from functools import partial
 
 import trio
 
+from chat.benchrecv import READ_SIZE, Receiver, stamp_arrivals
 from chat.benchtls import client_context, secure
 from chat.group import Binding, proof_key
 from chat.handshake import Handshake
 from chat.keys import SigningKey
 from chat.parse import parse_frame
-from chat.protocol import Hello, Ping, Pong, ProtocolError, encode, make_event, make_hello
+from chat.protocol import Hello, ProtocolError, encode, make_event, make_hello
 from chat.tls import Sealer
 
-READ_SIZE = 65536
 WINDOW = 512  # messages in flight (sent, not yet seen by the probe)
 QUIET = 3.0  # seconds without progress after sending ends: the run is over
-PING_SPAN = 256  # bytes at the start of a read searched for a ping (_receive_all)
 SETTLE = 0.2  # seconds of no more deliveries once every reader has its count
 
 
@@ -66,14 +63,16 @@ class Result:
     duplicates: int
     seconds: float
     deliveries_per_s: float
-    latency_ms: dict[str, float]
+    latency_ms: dict[str, float]  # send to arrival at the client's socket (chat.benchrecv)
     connect_s: float
     tool_cpu_percent: float
     tool_saturated: bool
     samples: int = 0
+    read_latency_ms: dict[str, float] = field(default_factory=dict)  # send to this tool's read
+    stamped: int = 0  # samples whose arrival is the kernel's stamp (the rest: the read)
 
     def table(self) -> str:
-        lat = self.latency_ms
+        lat, read = self.latency_ms, self.read_latency_ms
         lines = [
             f"clients {self.clients}, senders {self.senders}, {self.messages} messages each",
             f"connect time for all clients: {self.connect_s * 1000:.0f} ms",
@@ -81,7 +80,9 @@ class Result:
             f" ({self.lost} lost, {self.duplicates} duplicates) in {self.seconds:.2f} s",
             f"throughput: {self.deliveries_per_s:,.0f} deliveries/s",
             f"latency ms: p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}"
-            f"  max {lat['max']:.2f}  ({self.samples} samples)",
+            f"  max {lat['max']:.2f}  ({self.samples} samples, {self.stamped} at the"
+            " kernel's arrival stamp)",
+            f"latency ms to this tool's read: p50 {read['p50']:.2f}  p99 {read['p99']:.2f}",
             f"bench tool CPU: {self.tool_cpu_percent:.0f}%"
             + (
                 "  (saturated: the tool may have limited these figures)"
@@ -124,12 +125,11 @@ class Bench:
         self.tag = f"b{secrets.token_hex(4)} ".encode()  # marks this run's texts
         self.marker = b'"text":"' + self.tag
         self.clients: list[_Client] = []
-        self.latencies: list[float] = []
         # When message n went out (monotonic); its text carries n, so a
         # receiver's latency is measured from the send, not from the signing.
         self.sent_at: list[float] = []
         self.first_send = 0.0
-        self.last_receive = 0.0
+        self.receiver = Receiver(self.marker, self.sent_at)  # (made again once signed)
         self.counted_at: tuple[float, float] | None = None  # (monotonic, CPU s)
         self._tls_context = client_context()  # one for every client (closed groups)
 
@@ -141,6 +141,7 @@ class Bench:
             targets = ((self.o.host, self.o.port), *self.o.more)
             host, port = targets[index % len(targets)]
             stream = await trio.open_tcp_stream(host, port)
+            stamp_arrivals(stream.socket)
             client = _Client(index, stream)
             key = client.key
             group = None
@@ -182,81 +183,6 @@ class Bench:
                 text = f"{self.tag.decode()}{number * self.o.messages + n}"
                 event = make_event("msg", key, n + 2, time.time(), name, text=text)
                 client.frames.append(encode(event))
-
-    # -------------------------------------------------------------- receive
-
-    def _receive_all(self, readers: list[_Client], stop: threading.Event) -> None:
-        """Every receiver, in one thread on epoll, until ``stop``.
-
-        A read costs a few microseconds here against some fifteen in a trio
-        task of its own; when one message reaches 200 receivers, that
-        serial cost is latency the tool itself would add (W2).
-        """
-        marker = self.marker
-        keep = len(marker) - 1
-        selector = selectors.DefaultSelector()
-        tails: dict[int, bytes] = {}
-        for client in readers:
-            fd = client.stream.socket.fileno()
-            selector.register(fd, selectors.EVENT_READ, client)
-            tails[fd] = client.pending
-        while not stop.is_set():
-            for key, _ in selector.select(0.05):
-                client, fd = key.data, key.fd
-                try:
-                    data = os.read(fd, READ_SIZE)
-                    if data and client.tls is not None:
-                        data = client.tls.open(data)
-                        if not data:
-                            continue  # part of a TLS record: more to come
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    selector.unregister(fd)
-                    continue
-                # Markers within this read, and one cut by the last read (it
-                # starts in that read's tail): no copy of the read itself.
-                tail = tails[fd]
-                found = data.count(marker) + (tail + data[:keep]).count(marker)
-                if found:
-                    client.received += found
-                    self.last_receive = time.monotonic()
-                    self._sample(data)
-                # The node pings a link only after saying nothing to it for a
-                # while (chat.timers), so a ping opens the read it comes in:
-                # no need to search a read full of messages for one.
-                if b'"type":"ping"' in (data if not found else data[:PING_SPAN]):
-                    self._pong(fd, tail + data, client)
-                tails[fd] = (tail + data[-keep:])[-keep:]
-        selector.close()
-
-    @staticmethod
-    def _pong(fd: int, buf: bytes, client: _Client) -> None:
-        """Answer the node's keepalive, or an idle client is dropped at 45 s."""
-        for line in buf.split(b"\n"):
-            if line.startswith(b'{"type":"ping"'):
-                try:
-                    frame = parse_frame(line)
-                except ProtocolError:
-                    continue  # cut by the read: the next read has it whole
-                if isinstance(frame, Ping):
-                    pong = encode(Pong(frame.nonce))
-                    os.write(fd, client.tls.seal(pong) if client.tls else pong)
-
-    def _sample(self, buf: bytes) -> None:
-        # One line per read: the last marker's message number, and its send time.
-        at = buf.rfind(self.marker)
-        start = at + len(self.marker)
-        end = buf.find(b'"', start)
-        if end > 0:
-            try:
-                sent = self.sent_at[int(buf[start:end])]
-            except (ValueError, IndexError):
-                return
-            if sent:
-                self.latencies.append(time.monotonic() - sent)
 
     # ----------------------------------------------------------------- send
 
@@ -319,14 +245,12 @@ class Bench:
         silent = set(self.clients[len(self.clients) - 1 - o.silent : -1]) if o.silent else set()
         readers = [c for c in self.clients if c not in silent]
         stop = threading.Event()
-        # Under TLS the tool's own decryption is most of its work: two
-        # receiving threads share it (ssl and os.read release the GIL), so
-        # less of the latency measured is the tool's.
-        threads = 2 if o.secret is not None else 1
+        # One thread reads for every client, TLS or not: a second one (tried)
+        # takes a core from the node measured on a two-core machine, and
+        # arrival times do not depend on how fast this tool reads.
+        self.receiver = receiver = Receiver(self.marker, self.sent_at)
         async with trio.open_nursery() as nursery:
-            for part in range(threads):
-                share = readers[part::threads]
-                nursery.start_soon(partial(trio.to_thread.run_sync, self._receive_all, share, stop))
+            nursery.start_soon(partial(trio.to_thread.run_sync, receiver.run, readers, stop))
             if progress_bar:
                 nursery.start_soon(self._progress_bar)
             self.first_send = time.monotonic()
@@ -347,7 +271,7 @@ class Bench:
         if progress_bar:
             print("\r\x1b[K", end="", file=sys.stderr, flush=True)
         received = sum(c.received for c in self.clients)
-        seconds = max(self.last_receive - self.first_send, 1e-9)
+        seconds = max(receiver.last_receive - self.first_send, 1e-9)
         # The tool's load up to the last count, not over the idle settling.
         end, cpu1 = self.counted_at or (time.monotonic(), _cpu())
         wall = end - t0
@@ -362,11 +286,13 @@ class Bench:
             duplicates=sum(max(0, c.received - expected_each[c.index]) for c in readers),
             seconds=seconds,
             deliveries_per_s=received / seconds,
-            latency_ms=_percentiles(self.latencies),
+            latency_ms=_percentiles(receiver.latencies),
             connect_s=connect_s,
             tool_cpu_percent=cpu,
             tool_saturated=cpu >= 90.0,
-            samples=len(self.latencies),
+            samples=len(receiver.latencies),
+            read_latency_ms=_percentiles(receiver.read_latencies),
+            stamped=receiver.stamped,
         )
 
     async def _wait_done(self, readers: list[_Client], expected_each: dict[int, int]) -> None:

@@ -11,16 +11,20 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from harness import start_node
 from wire import HOST
 
 from chat.bench import Bench, Options
+from chat.benchrecv import Receiver
 from chat.config import Config, Timing
 from chat.handshake import Handshake
 from chat.hub import HubRole
@@ -109,6 +113,36 @@ async def test_readers_answer_the_hubs_pings_and_stay(nursery: trio.Nursery) -> 
         o = Options(HOST, hub.port, clients=4, senders=1, messages=5, rate=2.0)
         result = await Bench(o).run()
         assert (result.received, result.lost) == (3 * 5, 0), result
+        await hub.stop()
+
+
+async def test_latency_runs_to_the_arrival_not_to_the_tools_read(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The receiving thread starts reading a second late, as one thread
+    # reading for 200 clients gets round to the last of them late. The
+    # copies arrived long before: the latency is the kernel's arrival stamp,
+    # and the late read is reported apart (chat.benchrecv).
+    late = 1.0
+    run = Receiver.run
+
+    def run_late(receiver: Receiver, readers: list[Any], stop: threading.Event) -> None:
+        time.sleep(late)  # (the delay under test, not a wait for something)
+        run(receiver, readers, stop)
+
+    monkeypatch.setattr(Receiver, "run", run_late)
+    with trio.fail_after(30):
+        hub = await start_node(nursery, Config(name="hub", rate=0), HubRole(quiet=True))
+        bench = Bench(Options(HOST, hub.port, clients=4, senders=1, messages=3))
+        result = await bench.run()
+        assert (result.received, result.lost) == (3 * 3, 0)
+        assert result.samples > 0
+        assert result.stamped == result.samples  # every one from the kernel (Linux)
+        pairs = zip(bench.receiver.latencies, bench.receiver.read_latencies, strict=True)
+        # Sent at once, so read about a second after arriving; the hub's
+        # relaying takes milliseconds of that second.
+        assert all(read - arrived > late / 2 for arrived, read in pairs)
+        assert result.latency_ms["max"] < result.read_latency_ms["p50"]
         await hub.stop()
 
 
