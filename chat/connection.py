@@ -33,7 +33,6 @@ _NO_TIMER = contextlib.nullcontext()  # (reusable: it holds nothing)
 # A read of at most this many frames is written at once; a larger one (load)
 # when the step's other readers have run too (chat.outbox.Flusher).
 FLUSH_NOW_UP_TO = 4
-BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
 
 log = logging.getLogger("chat")
 
@@ -81,7 +80,6 @@ class Connection:
     __slots__ = (
         "__weakref__",
         "_closed",
-        "_final",
         "_flushed",
         "_nursery",
         "_reader_scope",
@@ -102,7 +100,6 @@ class Connection:
         "stream",
         "timing",
         "unread_since",
-        "writing_since",
     )
 
     def __init__(
@@ -136,7 +133,6 @@ class Connection:
         self.keepalive = False
         self.closing: Closing | None = None  # why it ended; None while open
         self._closed: trio.Event | None = None  # made when first waited for
-        self._final = b""
         self._nursery: trio.Nursery | None = None
         self._reader_scope = trio.CancelScope()
         self._writer_scope: trio.CancelScope | None = None
@@ -145,7 +141,6 @@ class Connection:
         now = trio.current_time()
         self.born = now
         self.heard_at = now  # when bytes last arrived
-        self.writing_since: float | None = None
         self.ping_nonce = 0
         # A connection refused at accept is told why in its own dialect,
         # once its first byte shows it (or REFUSE_WAIT passes): no JSON to
@@ -198,7 +193,7 @@ class Connection:
         if self.closing is not None:
             return
         self.closing = closing
-        self._final = final
+        self.outbox.final = final
         self.outbox.closed = True
         self._reader_scope.cancel()
 
@@ -221,7 +216,7 @@ class Connection:
     def abort(self, closing: Closing) -> None:
         """Close now, dropping whatever is queued."""
         self.finish(closing)
-        self._final = b""
+        self.outbox.final = b""
         self.outbox.take(self.outbox.size)
         if self._writer_scope is not None:
             self._writer_scope.cancel()
@@ -377,10 +372,7 @@ class Connection:
         scope = self._writer_scope = trio.CancelScope()
         try:
             with scope:
-                if outbox.fd is not None:
-                    await self._write_socket(outbox.fd)
-                else:
-                    await self._write_stream()
+                await outbox.drain(self.stream, self._drained)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if self.closing is None:
                 self.finish(_reset(exc))
@@ -389,47 +381,12 @@ class Connection:
             log.exception("internal error writing to %r", self)
             self.abort(Closing(Reason.INTERNAL))
         finally:
-            self.writing_since = None
+            outbox.writing_since = None
             outbox.busy = False
             flushed.set()
 
-    async def _write_socket(self, fd: int) -> None:
-        """Write what the kernel would not take at once, as it takes it."""
-        outbox = self.outbox
-        while len(outbox):
-            self.writing_since = trio.current_time()
-            await trio.lowlevel.wait_writable(fd)
-            try:
-                emptied = outbox.write_to(fd)
-            except BlockingIOError:
-                continue
-            self.writing_since = None
-            outbox.said_at = trio.current_time()
-            if emptied and self.closing is None:
-                self.handler.on_drained()
-        if outbox.closed and self._final:
-            final, self._final = outbox.seal(self._final), b""
-            while final:
-                self.writing_since = trio.current_time()
-                await trio.lowlevel.wait_writable(fd)
-                try:
-                    final = final[os.write(fd, final) :]
-                except BlockingIOError:
-                    continue
-
-    async def _write_stream(self) -> None:
-        """The same for streams without a socket (memory streams, TLS)."""
-        outbox = self.outbox
-        while data := outbox.take(BATCH_BYTES):
-            self.writing_since = trio.current_time()
-            await self.stream.send_all(data)
-            self.writing_since = None
-            outbox.said_at = trio.current_time()
-            if self.closing is None and not outbox.size:
-                self.handler.on_drained()
-        if outbox.closed and self._final:
-            final, self._final = outbox.seal(self._final), b""
-            await self.stream.send_all(final)
+    def _drained(self) -> None:
+        self.handler.on_drained()  # (the handler of now: it changes at the handshake)
 
 
 def _reset(exc: BaseException) -> Closing:

@@ -6,7 +6,8 @@ waits. An :class:`Outbox` holds at most ``max_frames`` frames and
 keeps what it could not queue (the node keeps event keys in a
 :class:`chat.flow.Cursor` into the history). What is queued is written straight to the
 socket when no write is under way; only what the kernel will not take at
-once is left to a writer task, started on demand.
+once is left to a writer task, started on demand, whose work is
+:meth:`Outbox.drain`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ OUTBOX_FRAMES = 1024
 OUTBOX_BYTES = 2 * 1024 * 1024
 IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX"))  # buffers one writev may take
 SEAL_BATCH = 256 * 1024  # bytes sealed at a time under TLS (one write's worth)
+BATCH_BYTES = 256 * 1024  # coalesce queued frames into one send_all up to this
 
 
 class Flusher:
@@ -93,6 +95,7 @@ class Outbox:
         "busy",
         "closed",
         "fd",
+        "final",
         "flusher",
         "max_bytes",
         "max_frames",
@@ -100,6 +103,7 @@ class Outbox:
         "sealer",
         "size",
         "start_writer",
+        "writing_since",
     )
 
     def __init__(
@@ -118,6 +122,10 @@ class Outbox:
         self.said_at = trio.current_time()  # when bytes last went to the kernel
         self.closed = False
         self.busy = False  # a writer task owns the stream's sending side
+        self.writing_since: float | None = None  # a write waits on the kernel since
+        # The last word (a leave, an error), written after the rest once
+        # closed: kept apart, so a full outbox cannot make it go missing.
+        self.final = b""
         self.start_writer: Callable[[], None] = lambda: None
         self._frames: list[bytes] = []
         self._marked = False
@@ -234,3 +242,49 @@ class Outbox:
         data = b"".join(taken)
         self.size -= len(data)
         return data
+
+    # ------------------------------------------------------- the writer task
+
+    async def drain(self, stream: trio.abc.Stream, on_drained: Callable[[], None]) -> None:
+        """A writer task's work: write what the kernel would not take at
+        once, as it takes it (``on_drained`` each time it empties while
+        open); once closed, the last word after it."""
+        if self.fd is not None:
+            await self._drain_socket(self.fd, on_drained)
+        else:
+            await self._drain_stream(stream, on_drained)
+
+    async def _drain_socket(self, fd: int, on_drained: Callable[[], None]) -> None:
+        while len(self):
+            self.writing_since = trio.current_time()
+            await trio.lowlevel.wait_writable(fd)
+            try:
+                emptied = self.write_to(fd)
+            except BlockingIOError:
+                continue
+            self.writing_since = None
+            self.said_at = trio.current_time()
+            if emptied and not self.closed:
+                on_drained()
+        if self.closed and self.final:
+            final, self.final = self.seal(self.final), b""
+            while final:
+                self.writing_since = trio.current_time()
+                await trio.lowlevel.wait_writable(fd)
+                try:
+                    final = final[os.write(fd, final) :]
+                except BlockingIOError:
+                    continue
+
+    async def _drain_stream(self, stream: trio.abc.Stream, on_drained: Callable[[], None]) -> None:
+        """The same for streams without a socket (tests' memory streams)."""
+        while data := self.take(BATCH_BYTES):
+            self.writing_since = trio.current_time()
+            await stream.send_all(data)
+            self.writing_since = None
+            self.said_at = trio.current_time()
+            if not self.closed and not self.size:
+                on_drained()
+        if self.closed and self.final:
+            final, self.final = self.seal(self.final), b""
+            await stream.send_all(final)

@@ -32,7 +32,7 @@ def check(conn: Connection, now: float) -> None:
         if now - conn.born >= timing.handshake:
             _timed_out(conn)
         return
-    since = conn.writing_since
+    since = conn.outbox.writing_since
     if since is not None and now - since >= timing.stall:
         # The cancelled send_all may have sent part of a frame: nothing
         # more may be written on this stream, last words included.

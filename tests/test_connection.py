@@ -128,7 +128,8 @@ async def test_what_the_kernel_refuses_goes_to_a_writer_that_drains_it(
             assert conn.send(payload)
         flusher.flush_now()
         assert conn.outbox.busy  # the kernel took part: the rest is the writer's
-        assert conn.writing_since is None or conn.writing_since <= trio.current_time()
+        since = conn.outbox.writing_since
+        assert since is None or since <= trio.current_time()
 
         received = 0
 
