@@ -129,7 +129,7 @@ class Bench:
         # receiver's latency is measured from the send, not from the signing.
         self.sent_at: list[float] = []
         self.first_send = 0.0
-        self.receiver = Receiver(self.marker, self.sent_at)  # (made again once signed)
+        self.receiver = Receiver(self.marker, self.sent_at)
         self.counted_at: tuple[float, float] | None = None  # (monotonic, CPU s)
         self._tls_context = client_context()  # one for every client (closed groups)
 
@@ -174,7 +174,7 @@ class Bench:
 
     def sign(self, senders: list[_Client]) -> None:
         """Each sender's join and messages, signed before the run (not timed)."""
-        self.sent_at = [0.0] * (len(senders) * self.o.messages)
+        self.sent_at[:] = [0.0] * (len(senders) * self.o.messages)  # (the receiver's list)
         for number, client in enumerate(senders):
             name = f"bench{client.index}"
             key = client.key
@@ -248,7 +248,7 @@ class Bench:
         # One thread reads for every client, TLS or not: a second one (tried)
         # takes a core from the node measured on a two-core machine, and
         # arrival times do not depend on how fast this tool reads.
-        self.receiver = receiver = Receiver(self.marker, self.sent_at)
+        receiver = self.receiver
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(trio.to_thread.run_sync, receiver.run, readers, stop))
             if progress_bar:
