@@ -23,7 +23,7 @@ import trio.testing
 from harness import start_node
 from wire import HOST
 
-from chat.bench import Bench, Options
+from chat.bench import Bench, Options, _Client
 from chat.benchrecv import Receiver
 from chat.config import Config, Timing
 from chat.handshake import Handshake
@@ -144,6 +144,30 @@ async def test_latency_runs_to_the_arrival_not_to_the_tools_read(
         assert all(read - arrived > late / 2 for arrived, read in pairs)
         assert result.latency_ms["max"] < result.read_latency_ms["p50"]
         await hub.stop()
+
+
+async def test_a_clients_write_larger_than_the_kernel_takes_arrives_whole() -> None:
+    # Senders hand the kernel what it takes at once (the send time is taken
+    # just before), and wait for the socket for the rest: 8 MiB is more than
+    # the socket buffers hold, so both parts are used.
+    data = bytes(range(256)) * (32 * 1024)
+    got = bytearray()
+    with trio.fail_after(30):
+        listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
+        client = _Client(0, await trio.open_tcp_stream(HOST, listener.socket.getsockname()[1]))
+        server = await listener.accept()
+
+        async def read_all() -> None:
+            while len(got) < len(data):
+                got.extend(await server.receive_some(65536))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.write, data)  # (runs first: its os.write is partial)
+            nursery.start_soon(read_all)
+        assert bytes(got) == data
+        for stream in (client.stream, server):
+            await stream.aclose()
+        await listener.aclose()
 
 
 async def test_losses_and_duplicates_are_found(nursery: trio.Nursery) -> None:
