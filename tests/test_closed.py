@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
+import socket
 import stat
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from wire import HOST, WireClient
 from chat.group import MIN_SECRET, proof_key
 from chat.handshake import Handshake
 from chat.keys import SigningKey
+from chat.outbox import Outbox
 from chat.protocol import Error, GroupAuth, GroupHello, Hello, encode, make_hello
 from chat.tls import Sealer, certificate, client_context, make_tls
 
@@ -398,6 +401,37 @@ async def test_the_sealer_opens_records_however_the_reads_cut_them(cut: int) -> 
     opened = b"".join(server.open(wire[at : at + cut]) for at in range(0, len(wire), cut))
     assert opened == b"".join(lines) + big
     assert server.ended
+
+
+async def test_a_sealed_record_the_kernel_took_none_of_is_sent_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A record, once sealed, has its place in the TLS sequence: when the
+    # socket takes none of it (BlockingIOError), it must be written later
+    # as it is, never dropped or sealed again (the member would see a bad
+    # record MAC and the hub cut it off).
+    server, client = await _sealers()
+    near, far = socket.socketpair()
+    near.setblocking(False)
+    outbox = Outbox(100, 1 << 20, fd=near.fileno(), sealer=server)
+    write, calls = os.write, 0
+
+    def full_at_first(fd: int, data: bytes) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BlockingIOError  # the socket is full: nothing taken
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_at_first)
+    assert outbox.put(b"one\n")  # sealed, then not taken
+    assert outbox.busy  # left to a writer, which writes once the socket lets it:
+    assert outbox.write_to(near.fileno())
+    outbox.busy = False
+    assert outbox.put(b"two\n")
+    assert client.open(far.recv(65536)) == b"one\ntwo\n"
+    near.close()
+    far.close()
 
 
 class _HoldAfterFirst(trio.abc.Stream):
