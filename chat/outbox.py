@@ -185,15 +185,20 @@ class Outbox:
 
     def _write_sealed(self, fd: int) -> bool:
         """Seal what is queued (a batch at a time) and hand it to the kernel."""
+        seal = self.sealer.seal if self.sealer is not None else bytes
         while True:
-            if not self._sealed:
+            sealed = self._sealed
+            if not sealed:
                 if not self._frames:
                     return True
-                self._sealed = self.seal(self._take_plain(SEAL_BATCH))
-            sent = os.write(fd, self._sealed)
-            self._sealed = self._sealed[sent:]
-            if self._sealed:
+                # Kept before writing: a record sealed is never sealed again,
+                # and the write may take none of it (BlockingIOError).
+                sealed = self._sealed = seal(self._take_plain(SEAL_BATCH))
+            sent = os.write(fd, sealed)
+            if sent < len(sealed):
+                self._sealed = sealed[sent:]
                 return False
+            self._sealed = b""
 
     def _write_frames(self, fd: int) -> bool:
         """Hand the kernel what it takes now; True once nothing is left.
