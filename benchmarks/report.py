@@ -77,8 +77,9 @@ def report(results: dict[str, Any], quick: bool) -> str:
         f" ({r6['check_us_per_event']:.0f} µs a check) | | | report |",
         *_bus_rows(results.get("bus", {})),
         "",
-        "Latency runs from a message's send to its arrival at each client's socket: the"
-        " time the kernel stamped on the segment that brought it (SO_TIMESTAMPNS). The"
+        "Latency runs from a message's send (as its bytes go to the sender's kernel) to its"
+        " arrival at each client's socket: the time the kernel stamped on the segment that"
+        " brought it (SO_TIMESTAMPNS). The"
         " load tool reads for all clients in one thread, so the last of a message's 199"
         " copies is read some 199 reads after it came; 199 real clients would each read"
         " their own at once. The figures in parentheses are those reads' times: what this"

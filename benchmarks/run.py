@@ -19,8 +19,9 @@ bus             W1 and W2 through two hubs on one Redis beside one hub alone; se
 
 Every client speaks protocol 2: it completes the handshake, and its
 messages are signed before the timed part (``trio-chat bench`` signs them
-all first, then stamps each message's send time as it goes out, so the
-latency is from the moment it is sent).
+all first, then stamps each message's send time as its bytes go to the
+kernel, so the latency is from the moment it is sent to the moment each
+copy arrives at its client's socket: chat/benchrecv.py).
 """
 
 from __future__ import annotations
