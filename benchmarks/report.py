@@ -35,17 +35,20 @@ def report(results: dict[str, Any], quick: bool) -> str:
         f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}."
         + (" (quick run)" if quick else ""),
         "The hub and the asyncio reference relay (benchmarks/reference_relay.py) ran in the"
-        " same run on the same machine; ratios are hub / reference.",
+        " same run on the same machine; ratios are hub / reference. W1 and W2 (open and"
+        " closed) ran in rounds (three; one with --quick), the servers taking turns: each"
+        " figure is the median round's, and every round's is beside it.",
         "",
         "| workload | trio-chat hub | asyncio reference | ratio | target |",
         "| --- | --- | --- | --- | --- |",
         f"| W1 throughput (100 clients, 10 senders) | {hub1['deliveries_per_s']:,.0f}/s,"
-        f" lost {hub1['lost']}, dup {hub1['duplicates']} | {ref1['deliveries_per_s']:,.0f}/s |"
+        f" lost {hub1['lost']}, dup {hub1['duplicates']}{_mps(hub1)}"
+        f" | {ref1['deliveries_per_s']:,.0f}/s{_mps(ref1)} |"
         f" {hub1['deliveries_per_s'] / ref1['deliveries_per_s']:.1f}x | >= 10x, no loss |",
         f"| W1 ceiling: a relay that only copies bytes (benchmarks/ceiling_relay.py)"
         f" | hub at {hub1['deliveries_per_s'] / ceil1['deliveries_per_s']:.0%} of it"
         f" | {ceil1['deliveries_per_s']:,.0f}/s, lost {ceil1['lost']}"
-        f" (load tool CPU {ceil1['tool_cpu_percent']:.0f}%)"
+        f" (load tool CPU {ceil1['tool_cpu_percent']:.0f}%){_mps(ceil1)}"
         f" | {ceil1['deliveries_per_s'] / ref1['deliveries_per_s']:.1f}x | the most any relay"
         " shows here |",
         f"| W2 latency p50 / p99 at arrival (200 clients x 1 msg/s; as the tool read it)"
@@ -53,7 +56,7 @@ def report(results: dict[str, Any], quick: bool) -> str:
         f" {r2['hub']['latency_ms']['p99'] / r2['reference']['latency_ms']['p99']:.2f}x |"
         " p99 <= 3 ms |",
         f"| W1 on a closed group (TLS 1.3 + secret) | {c1['deliveries_per_s']:,.0f}/s,"
-        f" lost {c1['lost']}, dup {c1['duplicates']}"
+        f" lost {c1['lost']}, dup {c1['duplicates']}{_mps(c1)}"
         f" | (open hub: {hub1['deliveries_per_s']:,.0f}/s)"
         f" | {c1['deliveries_per_s'] / hub1['deliveries_per_s']:.2f}x of open |"
         " report the cost |",
@@ -108,7 +111,19 @@ def _lat(result: dict[str, Any]) -> str:
     """``p50 / p99 ms`` at arrival, then the p99 of the tool's reads."""
     arrival, read = result["latency_ms"], result.get("read_latency_ms") or {}
     shown = f"{arrival['p50']:.2f} / {arrival['p99']:.2f} ms"
-    return shown + (f" (read: p99 {read['p99']:.2f})" if "p99" in read else "")
+    shown += f" (read: p99 {read['p99']:.2f})" if "p99" in read else ""
+    rounds = result.get("rounds", [])
+    return shown + (
+        f"; p99 of each round: {', '.join(f'{r:.2f}' for r in rounds)}" if len(rounds) > 1 else ""
+    )
+
+
+def _mps(result: dict[str, Any]) -> str:
+    """Every round's throughput, in millions a second (the median is shown)."""
+    rounds = result.get("rounds", [])
+    if len(rounds) < 2:
+        return ""
+    return f" (rounds: {', '.join(f'{r / 1e6:.2f}' for r in rounds)} M/s)"
 
 
 def _bus_rows(bus: dict[str, Any]) -> list[str]:
