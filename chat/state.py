@@ -221,7 +221,6 @@ class History:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._items: dict[int, tuple[Event, int]] = {}  # number -> (event, source)
-        self._by_key: dict[tuple[str, int], Event] = {}
         self.first = 0  # number of the oldest event held
         self.end = 0  # number the next event will get
 
@@ -241,12 +240,10 @@ class History:
             return None
         number = self.end
         self._items[number] = (event, source)
-        self._by_key[event.key] = event
         self.end += 1
         self.bytes += size
         while len(self._items) > self.size or self.bytes > self.max_bytes:
             old, _ = self._items.pop(self.first)
-            del self._by_key[old.key]
             self.bytes -= len(old.raw)
             self.first += 1
         return number
@@ -256,7 +253,11 @@ class History:
         return self._items.get(number)
 
     def get(self, key: tuple[str, int]) -> Event | None:
-        return self._by_key.get(key)
+        """The event of ``key`` (origin, seq), if held: a scan, for tests and
+        tools (the relaying path keeps no index: a tuple and two dict
+        operations per event)."""
+        origin, seq = key
+        return next((e for e in self if e.seq == seq and e.origin == origin), None)
 
     def missing_for(self, have: Mapping[str, int], skip_origin: str = "") -> Iterator[Event]:
         """Events the holder of ``have`` lacks, oldest first (§3, §6)."""
