@@ -66,6 +66,16 @@ def unb64(text: str, size: int) -> bytes | None:
     return data if len(data) == size else None
 
 
+def unb64_spelled(text: bytes, size: int) -> bytes | None:
+    """:func:`unb64` for ``text`` already matched as ``(size * 4 + 2) // 3``
+    characters of the alphabet: only the last character's unused bits are
+    left to check."""
+    if text and chr(text[-1]) not in _LAST[size % 3]:
+        return None
+    padded = text.translate(_TO_STANDARD) + b"=" * (-len(text) % 4)
+    return binascii.a2b_base64(padded)
+
+
 def node_id(public: bytes) -> str:
     """The node id of the run key ``public`` (32 raw bytes)."""
     return hashlib.sha256(public).digest()[:16].hex()

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chat.addr import split_addr
-from chat.keys import node_id, unb64
+from chat.keys import SIG_CHARS, node_id, unb64, unb64_spelled
 from chat.names import name_problem, text_problem
 from chat.protocol import (
     EVENT_TYPES,
@@ -157,7 +157,11 @@ def _event(kind: str, obj: Mapping[str, Any], body: bytes) -> Event:
     ts = _ts(obj)
     name = _name(obj)
     pub = _key(obj)
-    sig = _bytes(obj, "sig", 64)
+    # _SIG_END matched: the frame ends in the "sig" member's 86 characters
+    # of the alphabet (a member cannot appear twice, §1).
+    sig = unb64_spelled(body[-2 - SIG_CHARS : -2], 64)
+    if sig is None:
+        raise _bad("field 'sig' must be 64 bytes in base64url without padding")
     text = node = ""
     if kind == "msg":
         text = _str(obj, "text")

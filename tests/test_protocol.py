@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from chat import parse
 from chat.addr import join_addr, split_addr
 from chat.framing import Decoder
-from chat.keys import SigningKey, b64, unb64, verify
+from chat.keys import SigningKey, b64, unb64, unb64_spelled, verify
 from chat.parse import parse_frame
 from chat.protocol import (
     EVENT_CONTEXT,
@@ -1246,6 +1246,23 @@ def test_unb64_takes_only_the_canonical_spelling(text: str, size: int) -> None:
         plain = None
     canonical = plain is not None and len(plain) == size and b64(plain) == text
     assert unb64(text, size) == (plain if canonical else None)
+
+
+@given(st.data(), st.sampled_from([1, 2, 3, 32, 64]))
+def test_unb64_spelled_agrees_with_the_full_rule(data: st.DataObject, size: int) -> None:
+    # The parser reads a signature with unb64_spelled once its regex has
+    # checked the alphabet and the length: only the last character is left.
+    chars = (size * 4 + 2) // 3
+    text = data.draw(st.text(alphabet=_B64_CHARS[:64], min_size=chars, max_size=chars))
+    assert unb64_spelled(text.encode(), size) == unb64(text, size)
+
+
+def test_a_signature_with_unused_bits_set_is_refused() -> None:
+    # The same 64 bytes, spelled with one of the last character's four
+    # unused bits set: another spelling, so not the event's (§2).
+    body = make_event("msg", SigningKey(), 1, TS, "alice", text="hi").raw.rstrip(b"\n")
+    last = _B64_CHARS.index(chr(body[-3])) | 1
+    assert_bad(body[:-3] + _B64_CHARS[last].encode() + body[-2:])
 
 
 def test_run_keys_read_once_per_spelling_and_at_most_max_keys_of_them() -> None:
