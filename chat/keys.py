@@ -56,14 +56,7 @@ def unb64(text: str, size: int) -> bytes | None:
     """
     if len(text) != (size * 4 + 2) // 3 or not _B64URL.fullmatch(text):
         return None
-    if text and text[-1] not in _LAST[size % 3]:
-        return None
-    padded = text.encode("ascii").translate(_TO_STANDARD) + b"=" * (-len(text) % 4)
-    try:
-        data = binascii.a2b_base64(padded, strict_mode=True)
-    except (binascii.Error, ValueError):
-        return None
-    return data if len(data) == size else None
+    return unb64_spelled(text.encode("ascii"), size)
 
 
 def unb64_spelled(text: bytes, size: int) -> bytes | None:
