@@ -185,7 +185,8 @@ class Outbox:
 
     def _write_sealed(self, fd: int) -> bool:
         """Seal what is queued (a batch at a time) and hand it to the kernel."""
-        seal = self.sealer.seal if self.sealer is not None else bytes
+        sealer = self.sealer
+        assert sealer is not None  # (write_to: only under TLS)
         while True:
             sealed = self._sealed
             if not sealed:
@@ -193,7 +194,7 @@ class Outbox:
                     return True
                 # Kept before writing: a record sealed is never sealed again,
                 # and the write may take none of it (BlockingIOError).
-                sealed = self._sealed = seal(self._take_plain(SEAL_BATCH))
+                sealed = self._sealed = sealer.seal(self._take_plain(SEAL_BATCH))
             sent = os.write(fd, sealed)
             if sent < len(sealed):
                 self._sealed = sealed[sent:]
