@@ -105,8 +105,12 @@ class _Client:
     frames: list[bytes] = field(default_factory=list)  # its messages, signed before the run
     tls: Sealer | None = None  # a closed group's TLS (chat.benchtls)
 
+    def wire(self, data: bytes) -> bytes:
+        """``data`` as it goes on the wire: sealed under TLS."""
+        return self.tls.seal(data) if self.tls else data
+
     async def send(self, data: bytes) -> None:
-        await self.write(self.tls.seal(data) if self.tls else data)
+        await self.write(self.wire(data))
 
     async def write(self, wire: bytes) -> None:
         """Hand ``wire`` (sealed already under TLS) to the kernel: at once as
@@ -222,7 +226,7 @@ class Bench:
                         return  # nothing moves (a relay blocked): stop sending
                 batch = min(64, o.messages - client.sent, max(1, o.window // len(senders)))
             frames = b"".join(client.frames[1 + client.sent : 1 + client.sent + batch])
-            wire = client.tls.seal(frames) if client.tls else frames
+            wire = client.wire(frames)
             # The send time is taken as the bytes go to the kernel: not the
             # sealing, nor waiting for the event loop or for the GIL (the
             # receiving thread holds it most of the time) before that.

@@ -148,4 +148,4 @@ def _pong(fd: int, buf: bytes, client: _Client) -> None:
                 continue  # cut by the read: the next read has it whole
             if isinstance(frame, Ping):
                 pong = encode(Pong(frame.nonce))
-                os.write(fd, client.tls.seal(pong) if client.tls else pong)
+                os.write(fd, client.wire(pong))
