@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from run import bench, server
+from run import bench, server, w1_load, w2_load
 
 
 @contextmanager
@@ -65,10 +65,7 @@ def _two_hubs(logs: Path, url: str, name: str, **kw: Any) -> dict[str, Any]:
 def bus(quick: bool, logs: Path) -> dict[str, Any]:
     if shutil.which("redis-server") is None:
         return {"skipped": "redis-server not found (Debian: apt-get install redis-server)"}
-    messages = 1000 if quick else 4000
-    seconds = 3 if quick else 10
-    w1 = {"clients": 100, "senders": 10, "messages": messages}
-    w2 = {"clients": 200, "senders": 200, "messages": seconds, "rate": 200}
+    w1, w2 = w1_load(quick), w2_load(quick)
     out: dict[str, Any] = {}
     with server("hub", logs / "bus-w1-alone.log") as alone:
         out["W1 one hub"] = bench(alone.port, **w1)

@@ -165,23 +165,31 @@ def _rounds(
     **kw: Any,
 ) -> dict[str, Any]:
     """``kinds`` of server take turns at one workload, ROUNDS times (once if quick)."""
+    if secret is not None:
+        kw["secret_file"] = secret
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for n in range(1 if quick else ROUNDS):
         for kind in kinds:
             with server(kind, logs / f"{name}-{kind}-{n}.log", secret) as srv:
-                extra = {"secret_file": secret} if secret is not None else {}
-                runs[kind].append(bench(srv.port, **kw, **extra))
+                runs[kind].append(bench(srv.port, **kw))
     return {kind: median_round(found, figure) for kind, found in runs.items()}
+
+
+def w1_load(quick: bool) -> dict[str, Any]:
+    """W1's load: 100 clients, 10 of them sending as fast as the window allows."""
+    return {"clients": 100, "senders": 10, "messages": 1000 if quick else 4000}
+
+
+def w2_load(quick: bool) -> dict[str, Any]:
+    """W2's load: 200 clients, each sending a message a second for 10 s."""
+    return {"clients": 200, "senders": 200, "messages": 3 if quick else 10, "rate": 200}
 
 
 def w1(quick: bool, logs: Path) -> dict[str, Any]:
     # The ceiling: a relay that only copies bytes (what this machine and
     # this load tool allow any relay to show).
     kinds = ("hub", "reference", "ceiling")
-    messages = 1000 if quick else 4000
-    return _rounds(
-        quick, logs, "w1", kinds, figure=_throughput, clients=100, senders=10, messages=messages
-    )
+    return _rounds(quick, logs, "w1", kinds, figure=_throughput, **w1_load(quick))
 
 
 def closed(quick: bool, logs: Path) -> dict[str, Any]:
@@ -193,40 +201,14 @@ def closed(quick: bool, logs: Path) -> dict[str, Any]:
     subprocess.run(
         [PY, "-m", "chat", "secret", "new", str(secret)], check=True, capture_output=True
     )
-    messages = 1000 if quick else 4000
-    seconds = 3 if quick else 10
-    w1 = _rounds(
-        quick,
-        logs,
-        "w1-closed",
-        ("hub",),
-        figure=_throughput,
-        secret=secret,
-        clients=100,
-        senders=10,
-        messages=messages,
-    )
-    w2 = _rounds(
-        quick,
-        logs,
-        "w2-closed",
-        ("hub",),
-        figure=_p99,
-        secret=secret,
-        clients=200,
-        senders=200,
-        messages=seconds,
-        rate=200,
-    )
+    hub = ("hub",)
+    w1 = _rounds(quick, logs, "w1-closed", hub, figure=_throughput, secret=secret, **w1_load(quick))
+    w2 = _rounds(quick, logs, "w2-closed", hub, figure=_p99, secret=secret, **w2_load(quick))
     return {"W1": w1["hub"], "W2": w2["hub"]}
 
 
 def w2(quick: bool, logs: Path) -> dict[str, Any]:
-    seconds = 3 if quick else 10
-    kinds = ("hub", "reference")
-    return _rounds(
-        quick, logs, "w2", kinds, figure=_p99, clients=200, senders=200, messages=seconds, rate=200
-    )
+    return _rounds(quick, logs, "w2", ("hub", "reference"), figure=_p99, **w2_load(quick))
 
 
 async def _idle(srv: Server, count: int) -> tuple[int, int]:
