@@ -9,6 +9,7 @@ latency) are the benchmark's business, never asserted here.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import sys
 import threading
@@ -143,6 +144,30 @@ async def test_latency_runs_to_the_arrival_not_to_the_tools_read(
         # relaying takes milliseconds of that second.
         assert all(read - arrived > late / 2 for arrived, read in pairs)
         assert result.latency_ms["max"] < result.read_latency_ms["p50"]
+        await hub.stop()
+
+
+async def test_the_tools_heap_is_frozen_while_it_times(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full collection of the tool's start-up heap held the GIL for 15-28
+    # ms, stalling the senders into bursts: while it times, that heap is
+    # frozen, and afterwards given back to the collector.
+    frozen: list[int] = []
+    run = Receiver.run
+
+    def run_counting(receiver: Receiver, readers: list[_Client], stop: threading.Event) -> None:
+        frozen.append(gc.get_freeze_count())
+        run(receiver, readers, stop)
+
+    monkeypatch.setattr(Receiver, "run", run_counting)
+    gc.unfreeze()
+    with trio.fail_after(30):
+        hub = await start_node(nursery, Config(name="hub", rate=0), HubRole(quiet=True))
+        result = await Bench(options(hub.port)).run()
+        assert result.lost == 0
+        assert frozen and frozen[0] > 1000
+        assert gc.get_freeze_count() == 0
         await hub.stop()
 
 
