@@ -37,7 +37,8 @@ def report(results: dict[str, Any], quick: bool) -> str:
         "The hub and the asyncio reference relay (benchmarks/reference_relay.py) ran in the"
         " same run on the same machine; ratios are hub / reference. W1 and W2 (open and"
         " closed) ran in rounds (three; one with --quick), the servers taking turns: each"
-        " figure is the median round's, and every round's is beside it.",
+        " figure is the median round's, and every round's is beside it. W2's senders send"
+        " a round of messages that is not timed (`--warmup 1`) before its 10 s.",
         "",
         "| workload | trio-chat hub | asyncio reference | ratio | target |",
         "| --- | --- | --- | --- | --- |",

@@ -52,6 +52,16 @@ class Options:
     # More hubs of one group (joined by a bus): clients go round-robin over
     # (host, port) and these, so senders and receivers are spread.
     more: tuple[tuple[str, int], ...] = ()
+    # Messages each sender sends before its ``messages``: delivered and
+    # counted like them, but not timed. The node and this tool sit idle
+    # between the joins and the first message, and the first round after
+    # that pause is slow on a shared machine (docs/benchmarks.md, W2).
+    warmup: int = 0
+
+    @property
+    def each(self) -> int:
+        """Messages each sender sends: the warm-up, then the timed ones."""
+        return self.warmup + self.messages
 
 
 @dataclass
@@ -72,11 +82,13 @@ class Result:
     samples: int = 0
     read_latency_ms: dict[str, float] = field(default_factory=dict)  # send to this tool's read
     stamped: int = 0  # samples whose arrival is the kernel's stamp (the rest: the read)
+    warmup: int = 0  # messages each sender sent first, not timed
 
     def table(self) -> str:
         lat, read = self.latency_ms, self.read_latency_ms
         lines = [
-            f"clients {self.clients}, senders {self.senders}, {self.messages} messages each",
+            f"clients {self.clients}, senders {self.senders}, {self.messages} messages each"
+            + (f" (after {self.warmup} not timed)" if self.warmup else ""),
             f"connect time for all clients: {self.connect_s * 1000:.0f} ms",
             f"deliveries: {self.received} of {self.expected} expected"
             f" ({self.lost} lost, {self.duplicates} duplicates) in {self.seconds:.2f} s",
@@ -190,13 +202,14 @@ class Bench:
 
     def sign(self, senders: list[_Client]) -> None:
         """Each sender's join and messages, signed before the run (not timed)."""
-        self.sent_at[:] = [0.0] * (len(senders) * self.o.messages)  # (the receiver's list)
+        each = self.o.each
+        self.sent_at[:] = [0.0] * (len(senders) * each)  # (the receiver's list)
         for number, client in enumerate(senders):
             name = f"bench{client.index}"
             key = client.key
             client.frames = [encode(make_event("join", key, 1, time.time(), name))]
-            for n in range(self.o.messages):
-                text = f"{self.tag.decode()}{number * self.o.messages + n}"
+            for n in range(each):
+                text = f"{self.tag.decode()}{number * each + n}"
                 event = make_event("msg", key, n + 2, time.time(), name, text=text)
                 client.frames.append(encode(event))
 
@@ -205,12 +218,13 @@ class Bench:
     async def _send(self, client: _Client, probe: _Client, senders: list[_Client]) -> None:
         o = self.o
         await client.send(client.frames[0])  # its join
-        first = senders.index(client) * o.messages  # the number of its first message
+        each = o.each
+        first = senders.index(client) * each  # the number of its first message
         interval = len(senders) / o.rate if o.rate else 0.0
         # Senders are spread evenly over the interval, not all at its start:
         # a paced workload is a steady stream, not synchronised bursts.
         next_at = trio.current_time() + interval * client.index / len(senders)
-        while client.sent < o.messages:
+        while client.sent < each:
             if interval:
                 next_at += interval
                 await trio.sleep_until(next_at)
@@ -225,14 +239,15 @@ class Bench:
                         since, seen = time.monotonic(), probe.received
                     elif time.monotonic() - since > QUIET:
                         return  # nothing moves (a relay blocked): stop sending
-                batch = min(64, o.messages - client.sent, max(1, o.window // len(senders)))
+                batch = min(64, each - client.sent, max(1, o.window // len(senders)))
             frames = b"".join(client.frames[1 + client.sent : 1 + client.sent + batch])
             wire = client.wire(frames)
             # The send time is taken as the bytes go to the kernel: not the
             # sealing, nor waiting for the event loop or for the GIL (the
             # receiving thread holds it most of the time) before that.
             now = time.monotonic()
-            for n in range(first + client.sent, first + client.sent + batch):
+            # (A warm-up message keeps its 0.0: the receiver takes no sample.)
+            for n in range(first + max(client.sent, o.warmup), first + client.sent + batch):
                 self.sent_at[n] = now
             client.sent += batch
             await client.write(wire)
@@ -302,6 +317,7 @@ class Bench:
             samples=len(receiver.latencies),
             read_latency_ms=_percentiles(receiver.read_latencies),
             stamped=receiver.stamped,
+            warmup=o.warmup,
         )
 
     async def _timed(
@@ -354,7 +370,7 @@ class Bench:
 
     async def _progress_bar(self) -> None:
         o = self.o
-        total = o.senders * o.messages * (o.clients - 1) or 1
+        total = o.senders * o.each * (o.clients - 1) or 1
         while True:
             received = sum(c.received for c in self.clients)
             width = 30

@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=50, help="clients to connect (default 50)")
     parser.add_argument("--senders", type=int, default=10, help="clients that send (default 10)")
     parser.add_argument("--messages", type=int, default=1000, help="messages per sender")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        metavar="N",
+        help="messages each sender sends first, counted but not timed (default 0)",
+    )
     parser.add_argument("--rate", type=float, default=0.0, help="total messages/s (default: max)")
     parser.add_argument("--window", type=int, default=WINDOW, help="messages in flight at most")
     parser.add_argument("--silent", type=int, default=0, help="clients that never read")
@@ -65,8 +72,8 @@ def main(args: argparse.Namespace) -> int:
     if not 1 <= args.senders <= room:
         print("trio-chat bench: need 1 <= senders and senders + silent < clients", file=sys.stderr)
         return 2
-    if args.messages < 1:
-        print("trio-chat bench: --messages must be at least 1", file=sys.stderr)
+    if args.messages < 1 or args.warmup < 0:
+        print("trio-chat bench: need --messages >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
     try:
         secret = load_secret(args.secret_file)
@@ -88,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
         args.silent,
         secret=secret,
         more=tuple(o for o in others if o is not None),
+        warmup=args.warmup,
     )
     bench = Bench(options)
     errors: list[BaseException] = []

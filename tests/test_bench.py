@@ -147,6 +147,27 @@ async def test_latency_runs_to_the_arrival_not_to_the_tools_read(
         await hub.stop()
 
 
+async def test_warm_up_messages_are_delivered_and_counted_but_not_timed(
+    nursery: trio.Nursery,
+) -> None:
+    # 1 sender, 2 warm-up messages then 3 timed ones, 50 ms apart: each of
+    # the 3 readers gets all 5, and samples come from the timed 3 only.
+    with trio.fail_after(30):
+        hub = await start_node(nursery, Config(name="hub", rate=0), HubRole(quiet=True))
+        o = Options(HOST, hub.port, clients=4, senders=1, messages=3, rate=20.0, warmup=2)
+        bench = Bench(o)
+        result = await bench.run()
+        assert (result.expected, result.received, result.lost) == (3 * 5, 3 * 5, 0), result
+        assert bench.sent_at[:2] == [0.0, 0.0]  # no send time: no sample (Receiver._sample)
+        assert all(sent > 0 for sent in bench.sent_at[2:])
+        # At most one sample per read: 3 readers x 3 timed messages (15 if
+        # the warm-up were timed, reads being 50 ms apart).
+        assert 0 < result.samples <= 3 * 3
+        assert (result.messages, result.warmup) == (3, 2)
+        assert "3 messages each (after 2 not timed)" in result.table()
+        await hub.stop()
+
+
 async def test_the_tools_heap_is_frozen_while_it_times(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -264,3 +285,20 @@ async def test_the_command_prints_one_json_line_and_exits_1_on_loss(
         assert err.startswith("trio-chat bench: ") and "Traceback" not in err, err
         await hub.stop()
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (["nowhere"], "invalid address 'nowhere' (expected HOST:PORT)"),
+        (["127.0.0.1:9", "--messages", "0"], "need --messages >= 1 and --warmup >= 0"),
+        (["127.0.0.1:9", "--warmup", "-1"], "need --messages >= 1 and --warmup >= 0"),
+        (["127.0.0.1:9", "--senders", "0"], "need 1 <= senders and senders + silent < clients"),
+    ],
+)
+async def test_the_command_refuses_a_bad_load_in_one_line(arguments: list[str], says: str) -> None:
+    command = [sys.executable, "-m", "chat", "bench", *arguments]
+    with trio.fail_after(30):
+        done = await trio.run_process(command, capture_stderr=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.decode() == f"trio-chat bench: {says}\n"
