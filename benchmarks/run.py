@@ -413,6 +413,8 @@ def main() -> int:
         print(f"bench: running {name} ...", file=sys.stderr, flush=True)
         results[name] = workloads[name](args.quick, logs)
         print(json.dumps(results[name])[:400], file=sys.stderr, flush=True)
+        # Every figure, also of a partial run (--only): the report shows some.
+        (logs / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     if all(k in results for k in workloads):
         text = report(results, args.quick)
         print(text)
