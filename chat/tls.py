@@ -24,7 +24,6 @@ import hashlib
 import os
 import ssl
 import tempfile
-import threading
 from dataclasses import dataclass
 
 import trio
@@ -130,14 +129,16 @@ class Sealer:
     and seals what it sends and opens what it reads here; with trio's
     :class:`~trio.SSLStream` every small write of a hub's fan-out went
     through a lock, a task and the stream layers (docs/benchmarks.md,
-    closed W2). A lock makes it safe for the bench's reader thread too.
+    closed W2). A node is one thread: no lock here, whose taking and
+    release were a third of a seal (0.35 of 1.2 µs, paid for each copy of
+    a hub's fan-out). The bench, whose reader thread shares a client's TLS
+    with its senders, uses :class:`chat.benchtls.SharedSealer`.
     """
 
     def __init__(self, context: ssl.SSLContext, *, server_side: bool) -> None:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side)
-        self._lock = threading.Lock()
         self.ended = False  # the other side's close_notify has arrived: its end
 
     async def handshake(self, stream: trio.abc.Stream, prefix: bytes = b"") -> None:
@@ -168,44 +169,41 @@ class Sealer:
 
     def seal(self, data: bytes) -> bytes:
         """What to write to the socket to send ``data``."""
-        with self._lock:
-            # A memory BIO takes all of it in one write; the loop is a guard.
-            taken = self._tls.write(data) if data else 0
-            while taken < len(data):
-                taken += self._tls.write(data[taken:])
-            return self._outgoing.read()
+        # A memory BIO takes all of it in one write; the loop is a guard.
+        taken = self._tls.write(data) if data else 0
+        while taken < len(data):
+            taken += self._tls.write(data[taken:])
+        return self._outgoing.read()
 
     def open(self, data: bytes) -> bytes:
         """What ``data`` read from the socket says (possibly nothing yet).
         After the other side's close_notify, nothing more: :attr:`ended`."""
+        if self.ended:
+            return b""
+        self._incoming.write(data)
         out = []
-        with self._lock:
-            if self.ended:
-                return b""
-            self._incoming.write(data)
-            while True:
-                try:
-                    chunk = self._tls.read(READ_SIZE)
-                except ssl.SSLWantReadError:
-                    break
-                except ssl.SSLZeroReturnError:
-                    chunk = b""
-                except ssl.SSLError as exc:
-                    raise trio.BrokenResourceError(f"TLS: {exc.reason or exc}") from exc
-                if not chunk:  # close_notify (ssl reads it as b"")
-                    self.ended = True
-                    break
-                out.append(chunk)
-                if not self._incoming.pending and not self._tls.pending():
-                    break  # all read: spare ssl the SSLWantReadError (~1 µs)
+        while True:
+            try:
+                chunk = self._tls.read(READ_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            except ssl.SSLError as exc:
+                raise trio.BrokenResourceError(f"TLS: {exc.reason or exc}") from exc
+            if not chunk:  # close_notify (ssl reads it as b"")
+                self.ended = True
+                break
+            out.append(chunk)
+            if not self._incoming.pending and not self._tls.pending():
+                break  # all read: spare ssl the SSLWantReadError (~1 µs)
         return b"".join(out)  # (a lone chunk comes back itself, uncopied)
 
     def goodbye(self) -> bytes:
         """The close_notify to send last, so the other side sees a clean end."""
-        with self._lock:
-            with contextlib.suppress(ssl.SSLError):  # (its answer is not waited for)
-                self._tls.unwrap()
-            return self._outgoing.read()
+        with contextlib.suppress(ssl.SSLError):  # (its answer is not waited for)
+            self._tls.unwrap()
+        return self._outgoing.read()
 
 
 class PrefixStream(trio.abc.Stream):

@@ -29,6 +29,7 @@ from harness import Group, NodeHandle
 from procs import process_group
 from wire import HOST, WireClient
 
+from chat.benchtls import SharedSealer
 from chat.group import MIN_SECRET, proof_key
 from chat.handshake import Handshake
 from chat.keys import SigningKey
@@ -477,3 +478,38 @@ async def test_data_that_comes_with_the_handshake_is_not_left_behind() -> None:
             await client.handshake(holding)
             await far.send_all(holding.held + client.seal(b'{"type":"group_hello"}\n'))
     assert server.open(b"") == b'{"type":"group_hello"}\n'
+
+
+async def test_the_bench_clients_sealer_is_shared_by_two_threads_safely() -> None:
+    # A node is one thread and its Sealer takes no lock; the bench's reader
+    # thread opens what a client receives (and answers pings) while trio
+    # seals what it sends, so its clients' SharedSealer locks: one SSL
+    # object must never be in two OpenSSL calls at once. Both directions at
+    # full speed in two threads, and every byte comes through in order.
+    tls = make_tls(SigningKey(), SECRET)
+    near, far = trio.testing.memory_stream_pair()
+    server, client = (
+        Sealer(tls.server, server_side=True),
+        SharedSealer(client_context(), server_side=False),
+    )
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handshake, near)
+            await client.handshake(far)
+    lines = [f"line {n}\n".encode() for n in range(20000)]
+    incoming = b"".join(server.seal(line) for line in lines)
+    opened: list[bytes] = []
+    sealed: list[bytes] = []
+
+    def read() -> None:  # as the reader thread, in reads that cut records anywhere
+        for start in range(0, len(incoming), 29):
+            opened.append(client.open(incoming[start : start + 29]))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, read)
+            for line in lines:  # as the senders, meanwhile
+                sealed.append(client.seal(line))
+                await trio.lowlevel.checkpoint()
+    assert b"".join(opened) == b"".join(lines)
+    assert server.open(b"".join(sealed)) == b"".join(lines)
