@@ -29,11 +29,12 @@ from harness import Group, NodeHandle
 from procs import process_group
 from wire import HOST, WireClient
 
+from chat import outbox as outbox_module
 from chat.benchtls import SharedSealer
 from chat.group import MIN_SECRET, proof_key
 from chat.handshake import Handshake
 from chat.keys import SigningKey
-from chat.outbox import Outbox
+from chat.outbox import Flusher, Outbox
 from chat.protocol import Error, GroupAuth, GroupHello, Hello, encode, make_hello
 from chat.tls import Sealer, certificate, client_context, make_tls
 
@@ -433,6 +434,34 @@ async def test_a_sealed_record_the_kernel_took_none_of_is_sent_later(
     assert client.open(far.recv(65536)) == b"one\ntwo\n"
     near.close()
     far.close()
+
+
+@pytest.mark.parametrize("early", [outbox_module.EARLY_SEAL, 1], ids=["all", "first"])
+async def test_a_fan_out_seals_copies_then_writes_them_at_once(
+    early: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A flush under TLS seals outboxes' queues before writing any (the
+    # writes then run back to back), up to a budget of bytes, the rest as
+    # they are written; each copy must still go out in that same flush, not
+    # wait in its sealed form for the next message.
+    monkeypatch.setattr(outbox_module, "EARLY_SEAL", early)
+    pairs = [(await _sealers(), socket.socketpair()) for _ in range(3)]
+    flusher = Flusher()
+    outboxes = []
+    for (server, _), (near, far) in pairs:
+        near.setblocking(False)
+        far.settimeout(5)  # (what was not written fails the test, not hangs it)
+        outboxes.append(Outbox(100, 1 << 20, fd=near.fileno(), flusher=flusher, sealer=server))
+    for n in range(2):
+        for outbox in outboxes:
+            assert outbox.put(f"message {n}\n".encode())
+        flusher.flush_now()
+        for (_, client), (_, far) in pairs:
+            assert client.open(far.recv(65536)) == f"message {n}\n".encode()
+    assert not any(len(outbox) or outbox.busy for outbox in outboxes)
+    for _, sockets in pairs:
+        for sock in sockets:
+            sock.close()
 
 
 class _HoldAfterFirst(trio.abc.Stream):
