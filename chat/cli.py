@@ -101,7 +101,7 @@ async def _run_node(
         # The start-up heap (modules, classes, keys: some 50,000 objects)
         # lives as long as the node: frozen, no collection walks it again.
         # A full collection walked it in about 15 ms, a pause in relaying
-        # for every member (seen at the start of closed W2 runs).
+        # for every member (docs/benchmarks.md, W2).
         gc.freeze()
         for host, port in dial:
             node.connect(host, port)
