@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import gc
 import getpass
 import importlib.util
 import logging
@@ -98,11 +97,6 @@ async def _run_node(
 
     async def begin() -> None:
         await node.started.wait()
-        # The start-up heap (modules, classes, keys: some 50,000 objects)
-        # lives as long as the node: frozen, no collection walks it again.
-        # A full collection walked it in about 15 ms, a pause in relaying
-        # for every member (docs/benchmarks.md, W2).
-        gc.freeze()
         for host, port in dial:
             node.connect(host, port)
         if front is not None:

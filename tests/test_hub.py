@@ -10,7 +10,6 @@ every test has a ``fail_after`` deadline. § refers to docs/PROTOCOL.md.
 
 from __future__ import annotations
 
-import gc
 import io
 import json
 import logging
@@ -42,11 +41,7 @@ from procs import (
 from programs import path_of
 from wire import WireClient, summary
 
-from chat.cli import _run_node
-from chat.config import Config
-from chat.hub import HubRole
 from chat.logs import HubFormatter, wants_colour
-from chat.node import Node
 from chat.options import RESERVED_FDS, config_from, parse_args
 from chat.protocol import Auth, CaughtUp, Error, Event, Hello, Peers
 from chat.textclient import BANNER
@@ -800,26 +795,3 @@ async def test_the_hub_raises_its_open_files_limit_and_sizes_its_connections_by_
     assert config_from(args, "hub", fd_limit=4096).max_connections == 4096 - RESERVED_FDS
     args = parse_args(["hub", "0", "--max-connections", "100"])
     assert config_from(args, "hub", fd_limit=4096).max_connections == 100
-
-
-async def test_a_started_node_leaves_its_start_up_heap_out_of_collections() -> None:
-    # The start-up heap (modules, classes, keys: ~50,000 objects) lives as
-    # long as the node. A full collection walked it in about 15 ms, a pause
-    # in relaying for every member; once the node is up, it is frozen.
-    gc.unfreeze()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    node = Node(Config(name="hub", rate=0), HubRole(quiet=True))
-    frozen: list[int] = []
-
-    async def front() -> None:
-        frozen.append(gc.get_freeze_count())
-        node.stop()
-
-    try:
-        with trio.fail_after(30):
-            assert await _run_node(node, sock, [], front, signals=False) == 0
-    finally:
-        gc.unfreeze()
-    assert frozen and frozen[0] > 1000
