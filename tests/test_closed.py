@@ -364,13 +364,13 @@ def test_a_certificate_is_for_the_run_key() -> None:
 # The record layer
 
 
-async def _sealers() -> tuple[Sealer, Sealer]:
+async def _sealers(client_kind: type[Sealer] = Sealer) -> tuple[Sealer, Sealer]:
     """A hub's and a member's record layers, through their handshake."""
     tls = make_tls(SigningKey(), SECRET)
     near, far = trio.testing.memory_stream_pair()
     server, client = (
         Sealer(tls.server, server_side=True),
-        Sealer(client_context(), server_side=False),
+        client_kind(client_context(), server_side=False),
     )
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
@@ -515,16 +515,7 @@ async def test_the_bench_clients_sealer_is_shared_by_two_threads_safely() -> Non
     # seals what it sends, so its clients' SharedSealer locks: one SSL
     # object must never be in two OpenSSL calls at once. Both directions at
     # full speed in two threads, and every byte comes through in order.
-    tls = make_tls(SigningKey(), SECRET)
-    near, far = trio.testing.memory_stream_pair()
-    server, client = (
-        Sealer(tls.server, server_side=True),
-        SharedSealer(client_context(), server_side=False),
-    )
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handshake, near)
-            await client.handshake(far)
+    server, client = await _sealers(SharedSealer)
     lines = [f"line {n}\n".encode() for n in range(20000)]
     incoming = b"".join(server.seal(line) for line in lines)
     opened: list[bytes] = []
