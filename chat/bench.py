@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import resource
 import secrets
 import sys
@@ -23,14 +22,12 @@ from functools import partial
 
 import trio
 
-from chat.benchrecv import READ_SIZE, Receiver, stamp_arrivals
-from chat.benchtls import client_context, secure
+from chat.benchclient import Client, client_context, secure
+from chat.benchrecv import Receiver, stamp_arrivals
 from chat.group import Binding, proof_key
 from chat.handshake import Handshake
-from chat.keys import SigningKey
 from chat.parse import parse_frame
 from chat.protocol import Hello, ProtocolError, encode, make_event, make_hello
-from chat.tls import Sealer
 
 WINDOW = 512  # messages in flight (sent, not yet seen by the probe)
 QUIET = 3.0  # seconds without progress after sending ends: the run is over
@@ -107,44 +104,6 @@ class Result:
         return "\n".join(lines)
 
 
-@dataclass(eq=False)
-class _Client:
-    index: int
-    stream: trio.SocketStream
-    key: SigningKey = field(default_factory=SigningKey)
-    received: int = 0
-    sent: int = 0
-    pending: bytes = b""  # read past the node's handshake
-    frames: list[bytes] = field(default_factory=list)  # its messages, signed before the run
-    tls: Sealer | None = None  # a closed group's TLS (chat.benchtls)
-
-    def wire(self, data: bytes) -> bytes:
-        """``data`` as it goes on the wire: sealed under TLS."""
-        return self.tls.seal(data) if self.tls else data
-
-    async def send(self, data: bytes) -> None:
-        await self.write(self.wire(data))
-
-    async def write(self, wire: bytes) -> None:
-        """Hand ``wire`` (sealed already under TLS) to the kernel: at once as
-        far as it takes it, the rest when the socket lets it."""
-        try:
-            sent = os.write(self.stream.socket.fileno(), wire)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(wire):
-            await self.stream.send_all(wire[sent:])
-
-    async def receive(self) -> bytes:
-        """Plain bytes from the node; b"" at its end."""
-        while True:
-            data = bytes(await self.stream.receive_some(READ_SIZE))
-            if not data or self.tls is None:
-                return data
-            if opened := self.tls.open(data):
-                return opened
-
-
 class Bench:
     """One run: connect, send, count, report."""
 
@@ -152,7 +111,7 @@ class Bench:
         self.o = options
         self.tag = f"b{secrets.token_hex(4)} ".encode()  # marks this run's texts
         self.marker = b'"text":"' + self.tag
-        self.clients: list[_Client] = []
+        self.clients: list[Client] = []
         # When message n went out (monotonic); its text carries n, so a
         # receiver's latency is measured from the send, not from the signing.
         self.sent_at: list[float] = []
@@ -163,14 +122,14 @@ class Bench:
 
     # -------------------------------------------------------------- connect
 
-    async def connect(self, index: int, limit: trio.Semaphore) -> _Client:
+    async def connect(self, index: int, limit: trio.Semaphore) -> Client:
         """Open one client and complete its handshake (docs/PROTOCOL.md §3)."""
         async with limit:
             targets = ((self.o.host, self.o.port), *self.o.more)
             host, port = targets[index % len(targets)]
             stream = await trio.open_tcp_stream(host, port)
             stamp_arrivals(stream.socket)
-            client = _Client(index, stream)
+            client = Client(index, stream)
             key = client.key
             group = None
             if self.o.secret is not None:
@@ -200,7 +159,7 @@ class Bench:
             client.pending = buf
             return client
 
-    def sign(self, senders: list[_Client]) -> None:
+    def sign(self, senders: list[Client]) -> None:
         """Each sender's join and messages, signed before the run (not timed)."""
         each = self.o.each
         self.sent_at[:] = [0.0] * (len(senders) * each)  # (the receiver's list)
@@ -215,7 +174,7 @@ class Bench:
 
     # ----------------------------------------------------------------- send
 
-    async def _send(self, client: _Client, probe: _Client, senders: list[_Client]) -> None:
+    async def _send(self, client: Client, probe: Client, senders: list[Client]) -> None:
         o = self.o
         await client.send(client.frames[0])  # its join
         each = o.each
@@ -252,7 +211,7 @@ class Bench:
             client.sent += batch
             await client.write(wire)
 
-    def _in_flight(self, probe: _Client, senders: list[_Client]) -> int:
+    def _in_flight(self, probe: Client, senders: list[Client]) -> int:
         sent_to_probe = sum(s.sent for s in senders if s is not probe)
         return sent_to_probe - probe.received
 
@@ -264,7 +223,7 @@ class Bench:
         t0 = time.monotonic()
         limit = trio.Semaphore(o.connect_concurrency)
         async with trio.open_nursery() as nursery:
-            results: list[_Client] = []
+            results: list[Client] = []
 
             async def connect(i: int) -> None:
                 results.append(await self.connect(i, limit))
@@ -321,7 +280,7 @@ class Bench:
         )
 
     async def _timed(
-        self, senders: list[_Client], probe: _Client, readers: list[_Client], progress_bar: bool
+        self, senders: list[Client], probe: Client, readers: list[Client], progress_bar: bool
     ) -> dict[int, int]:
         """Send and receive until every reader has its count; what each expects."""
         stop = threading.Event()
@@ -346,7 +305,7 @@ class Bench:
             nursery.cancel_scope.cancel()
         return expected_each
 
-    async def _wait_done(self, readers: list[_Client], expected_each: dict[int, int]) -> None:
+    async def _wait_done(self, readers: list[Client], expected_each: dict[int, int]) -> None:
         """Until every reader has its own count, or nothing moves for QUIET s.
 
         Counts are per reader, not a total: duplicates on one reader must not

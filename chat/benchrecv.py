@@ -33,7 +33,7 @@ from chat.parse import parse_frame
 from chat.protocol import Ping, Pong, ProtocolError, encode
 
 if TYPE_CHECKING:
-    from chat.bench import _Client
+    from chat.benchclient import Client
 
 READ_SIZE = 65536
 PING_SPAN = 256  # bytes at the start of a read searched for a ping (Receiver.run)
@@ -64,12 +64,12 @@ class Receiver:
         # monotonic clock: the difference, taken once (a run lasts seconds).
         self._wall = time.time() - time.monotonic()
 
-    def run(self, readers: list[_Client], stop: threading.Event) -> None:
+    def run(self, readers: list[Client], stop: threading.Event) -> None:
         """Read every reader's socket on epoll until ``stop``."""
         marker = self.marker
         keep = len(marker) - 1
         poller = select.epoll()
-        clients: dict[int, tuple[_Client, socket.socket]] = {}
+        clients: dict[int, tuple[Client, socket.socket]] = {}
         tails: dict[int, bytes] = {}
         for client in readers:
             fd = client.stream.socket.fileno()
@@ -138,7 +138,7 @@ class Receiver:
         self.read_latencies.append(read_at - sent)
 
 
-def _pong(fd: int, buf: bytes, client: _Client) -> None:
+def _pong(fd: int, buf: bytes, client: Client) -> None:
     """Answer the node's keepalive, or an idle client is dropped at 45 s."""
     for line in buf.split(b"\n"):
         if line.startswith(b'{"type":"ping"'):

@@ -132,7 +132,7 @@ class Sealer:
     closed W2). A node is one thread: no lock here, whose taking and
     release were a third of a seal (0.35 of 1.2 µs, paid for each copy of
     a hub's fan-out). The bench, whose reader thread shares a client's TLS
-    with its senders, uses :class:`chat.benchtls.SharedSealer`.
+    with its senders, uses :class:`chat.benchclient.SharedSealer`.
     """
 
     def __init__(self, context: ssl.SSLContext, *, server_side: bool) -> None:

@@ -24,7 +24,8 @@ import trio.testing
 from harness import start_node
 from wire import HOST
 
-from chat.bench import Bench, Options, _Client
+from chat.bench import Bench, Options
+from chat.benchclient import Client
 from chat.benchrecv import Receiver
 from chat.config import Config, Timing
 from chat.handshake import Handshake
@@ -177,7 +178,7 @@ async def test_the_tools_heap_is_frozen_while_it_times(
     frozen: list[int] = []
     run = Receiver.run
 
-    def run_counting(receiver: Receiver, readers: list[_Client], stop: threading.Event) -> None:
+    def run_counting(receiver: Receiver, readers: list[Client], stop: threading.Event) -> None:
         frozen.append(gc.get_freeze_count())
         run(receiver, readers, stop)
 
@@ -200,7 +201,7 @@ async def test_a_clients_write_larger_than_the_kernel_takes_arrives_whole() -> N
     got = bytearray()
     with trio.fail_after(30):
         listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
-        client = _Client(0, await trio.open_tcp_stream(HOST, listener.socket.getsockname()[1]))
+        client = Client(0, await trio.open_tcp_stream(HOST, listener.socket.getsockname()[1]))
         server = await listener.accept()
 
         async def read_all() -> None:

@@ -30,7 +30,7 @@ from procs import process_group
 from wire import HOST, WireClient
 
 from chat import outbox as outbox_module
-from chat.benchtls import SharedSealer
+from chat.benchclient import SharedSealer
 from chat.group import MIN_SECRET, proof_key
 from chat.handshake import Handshake
 from chat.keys import SigningKey
