@@ -90,7 +90,7 @@ async def _per_copy(fan_out: Callable[[], object]) -> float:
 
 
 async def measure(sealers: list[Sealer], hub: list[socket.socket]) -> dict[str, float]:
-    flusher = Flusher()
+    flusher = Flusher(sealing=True)
     outboxes = [
         Outbox(1024, 1 << 21, fd=sock.fileno(), flusher=flusher, sealer=sealer)
         for sock, sealer in zip(hub, sealers, strict=True)

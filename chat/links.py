@@ -83,7 +83,7 @@ class Links:
         self.connections: dict[Connection, Peer] = {}  # every open connection
         self.opened = 0  # connections ever opened, accepted or dialled
         self.stopping = False  # the node is leaving: nothing more is taken in
-        self.flusher = Flusher()
+        self.flusher = Flusher(sealing=config.secret is not None)
         self.flusher.before = router.flush_flood  # a read's messages, then the writes
         self.changes: Changes = router.changes
         self.admission = Admission(

@@ -44,7 +44,8 @@ class Flusher:
     Busy writers keep their queue.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, sealing: bool = False) -> None:
+        self.sealing = sealing  # some outboxes seal (a closed group): see flush_now
         self._dirty: list[Outbox] = []
         self._wakeup = trio.Event()
         self.before: Callable[[], None] = lambda: None  # what must be put first
@@ -75,10 +76,11 @@ class Flusher:
             # spread of a message's arrivals halved, its first copy out
             # 0.3 ms later). Up to EARLY_SEAL bytes: sealed copies are each
             # their own, where queued frames are shared by every outbox.
-            budget = EARLY_SEAL
-            for outbox in dirty:
-                if outbox.sealer is not None and budget > 0:
-                    budget -= outbox.seal_queued()
+            if self.sealing:  # (an open group's flush skips this pass)
+                budget = EARLY_SEAL
+                for outbox in dirty:
+                    if outbox.sealer is not None and budget > 0:
+                        budget -= outbox.seal_queued()
             for outbox in dirty:
                 outbox.flush(now)
 

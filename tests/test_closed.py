@@ -446,7 +446,7 @@ async def test_a_fan_out_seals_copies_then_writes_them_at_once(
     # wait in its sealed form for the next message.
     monkeypatch.setattr(outbox_module, "EARLY_SEAL", early)
     pairs = [(await _sealers(), socket.socketpair()) for _ in range(3)]
-    flusher = Flusher()
+    flusher = Flusher(sealing=True)
     outboxes = []
     for (server, _), (near, far) in pairs:
         near.setblocking(False)
