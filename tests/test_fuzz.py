@@ -680,8 +680,10 @@ class Case:
                     verdict = CLOSED  # the node closes a link that errs twice
             if (head := EVENT_HEAD.match(data)) and len(head[2]) <= 100:
                 key = (head[1].decode("utf-8", "replace"), int(head[2]))
-                if verdict != OK and (key in sent or seen(*key)):
-                    verdict = DUP_BIG if verdict == TOO_LONG and len(data) <= MAX_FRAME else MAYBE
+                # (Past MAX_FRAME a line is too long before it is anything
+                # else, a duplicate included: §1.)
+                if verdict != OK and (key in sent or seen(*key)) and len(data) <= MAX_FRAME:
+                    verdict = DUP_BIG if verdict == TOO_LONG else MAYBE
                 sent.add(key)
             lines.append(data)
             verdicts.append(verdict)
